@@ -1,0 +1,1 @@
+"""The knowledge base data (YAML only); shipped as package data."""

@@ -1,0 +1,5 @@
+import sys
+
+from vlmeft.cli import main
+
+sys.exit(main())

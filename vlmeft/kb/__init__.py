@@ -1,0 +1,1 @@
+"""The knowledge base: record schema, safe loading, cross-record checks, citations."""
