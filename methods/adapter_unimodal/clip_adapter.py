@@ -1,0 +1,90 @@
+"""
+# CLIP-Adapter
+
+*Gao et al., "CLIP-Adapter: Better Vision-Language Models with Feature Adapters",
+IJCV 2024 (arXiv 2110.04544).*
+
+CLIP-Adapter leaves both encoders frozen and learns a small bottleneck MLP on top of
+the image feature. The adapted feature is a residual blend of the MLP's output and the
+original feature,
+
+$$f' = \\alpha\\,\\mathrm{MLP}(f) + (1-\\alpha)\\,f, \\qquad
+\\mathrm{MLP}(f) = \\mathrm{ReLU}(W_2\\,\\mathrm{ReLU}(W_1 f)),$$
+
+with $W_1 \\in \\mathbb{R}^{E/r \\times E}$, $W_2 \\in \\mathbb{R}^{E \\times E/r}$
+(no biases), reduction $r = 4$ and residual ratio $\\alpha = 0.2$. Classification is
+the usual cosine-similarity against the hand-crafted text classifier. The paper also
+studies a text-side adapter; the released code (and this module) adapts the image side.
+
+The adapter plays no role in modal fusion: the adapted image feature is a function of
+the frozen image feature alone (category `adapter.unimodal`).
+
+## What this version changes
+* The embedding width $E$ is read from the backbone (the released code hard-codes
+  1024, so only RN50 runs).
+* The text classifier is the frozen zero-shot classifier, computed once and cached
+  (the released code re-tokenises and re-encodes the constant prompts on every forward).
+* The image path is the frozen encoder's feature, so the engine can cache it
+  (``frozen_image_path``). We feed the adapter the *normalised* feature; the released
+  code feeds the raw one. On a normalised input the residual blend keeps its meaning,
+  and the blend is normalised again before the cosine similarity.
+* Training defaults follow the CoOp/Dassl recipe the released trainer plugs into (SGD,
+  cosine schedule, batch 32); 200 epochs is affordable because the features are cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlmeft.errors import VlmeftError
+from vlmeft.method import Method, MethodConfig
+
+
+@dataclass
+class Config(MethodConfig):
+    """CLIP-Adapter settings (paper defaults)."""
+
+    reduction: int = 4  # bottleneck width = embed_dim // reduction
+    ratio: float = 0.2  # residual ratio alpha: weight of the adapter's output
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 2e-3
+
+    def validate(self) -> None:
+        super().validate()
+        if self.reduction < 1:
+            raise VlmeftError(f"reduction must be >= 1, got {self.reduction}", where="--set")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise VlmeftError(f"ratio must lie in [0, 1], got {self.ratio}", where="--set")
+
+
+class CLIPAdapter(Method):
+    """Bottleneck MLP with a residual blend on the frozen image feature."""
+
+    name = "clip-adapter"
+    category = "adapter.unimodal"
+    Config = Config
+    requires_vision_tokens = False
+    training_free = False
+    frozen_image_path = True
+
+    def __init__(self, backbone, classnames, templates, config: Config | None = None) -> None:
+        super().__init__(backbone, classnames, templates, config)
+        dim = backbone.embed_dim
+        hidden = max(1, dim // self.config.reduction)
+        # Two bias-free linear maps, each followed by a ReLU, as in the released adapter.
+        self.adapter = nn.Sequential(
+            nn.Linear(dim, hidden, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, dim, bias=False),
+            nn.ReLU(inplace=True),
+        ).to(device=backbone.device, dtype=backbone.dtype)
+        self.build_class_state()
+
+    def adapt_image_features(self, features: Tensor) -> Tensor:
+        ratio = self.config.ratio
+        blended = ratio * self.adapter(features) + (1.0 - ratio) * features
+        return F.normalize(blended, dim=-1)

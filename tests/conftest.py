@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny real open_clip backbones and a tiny in-memory task.
+
+Backbones are session-scoped and frozen; a test that needs to mutate one must build
+its own with ``load_backbone``. Everything here is offline and CPU-only.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from vlmeft.data.types import ClassificationTask, Split
+
+# Feature caches written by tests go to a throwaway folder, never the user's cache.
+os.environ.setdefault("VLMEFT_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vlmeft-test-cache-{os.getpid()}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vit():
+    """Random-init ``vlmeft-tiny-vit`` (ViT 3x96, patch 8, 32 px; text 3x64; embed 48)."""
+    from vlmeft.backbone import load_backbone
+
+    return load_backbone("vlmeft-tiny-vit", pretrained=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_rn():
+    """Random-init ``vlmeft-tiny-rn`` (ModifiedResNet tower: no vision tokens)."""
+    from vlmeft.backbone import load_backbone
+
+    return load_backbone("vlmeft-tiny-rn", pretrained=None)
+
+
+def synthclip_available() -> bool:
+    """Whether the shipped synthclip-tiny weights exist in this checkout."""
+    try:
+        from vlmeft.backbone import synthclip
+    except ImportError:
+        return False
+    state_dict = getattr(synthclip, "state_dict", None)
+    config_dir = getattr(synthclip, "config_dir", None)
+    if not callable(state_dict) or not callable(config_dir):
+        return False
+    return any(p.suffix == ".safetensors" for p in config_dir().iterdir())
+
+
+@pytest.fixture(scope="session")
+def synthclip():
+    """The shipped pretrained ``synthclip-tiny``; skips cleanly until its weights exist."""
+    if not synthclip_available():
+        pytest.skip("synthclip-tiny weights are not shipped yet")
+    from vlmeft.backbone import load_backbone
+
+    return load_backbone("synthclip-tiny")
+
+
+TINY_CLASSES = ["red square", "green circle", "blue triangle", "yellow star"]
+_TINY_COLOURS = np.array([[220, 40, 40], [40, 200, 60], [50, 70, 230], [230, 210, 40]], dtype=np.float64)
+
+
+def make_tiny_task(
+    n_train: int = 8, n_val: int = 4, n_test: int = 8, size: int = 32, seed: int = 0, name: str = "tiny"
+) -> ClassificationTask:
+    """Four classes told apart by colour plus noise: learnable in a few steps, 32 px."""
+    rng = np.random.default_rng(seed)
+
+    def split(per_class: int, tag: str, brightness: float = 1.0) -> Split:
+        labels = np.repeat(np.arange(len(TINY_CLASSES)), per_class).astype(np.int64)
+        base = brightness * _TINY_COLOURS[labels][:, None, None, :]
+        noise = rng.normal(0.0, 40.0, size=(len(labels), size, size, 3))
+        images = np.clip(base + noise, 0, 255).astype(np.uint8)
+        return Split(images=images, labels=labels, key=f"{name}:seed{seed}:{tag}")
+
+    return ClassificationTask(
+        name=name,
+        classnames=list(TINY_CLASSES),
+        templates=["a photo of a {}.", "a drawing of a {}."],
+        train=split(n_train, "train"),
+        val=split(n_val, "val"),
+        test=split(n_test, "test"),
+        shifted={"dark": split(n_test, "test-dark", brightness=0.5)},
+        description="tiny in-memory test task",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_task() -> ClassificationTask:
+    """A 4-class in-memory ClassificationTask (8/4/8 images per class, 32 px uint8)."""
+    return make_tiny_task()

@@ -1,0 +1,251 @@
+"""A plain training loop and evaluation: what CoOp's Dassl trainer does, in one page.
+
+- Optimiser: SGD with momentum or AdamW over ``method.trainable_parameters()`` only
+  (the backbone sits outside the method's module tree, so it cannot be optimised).
+- Schedule, stepped per epoch as in CoOp: a constant warm-up at ``warmup_lr`` for
+  ``warmup_epochs``, then cosine annealing from ``lr`` over all epochs
+  (``lr_e = lr * (1 + cos(pi * e / epochs)) / 2``). If the warm-up would take every
+  epoch it is shortened to leave one.
+- Batches are shuffled by a local ``torch.Generator(seed)``; the last partial batch is
+  dropped when the split holds at least one full batch (Dassl's fix for tiny splits).
+- Methods whose image path is the frozen encoder (``frozen_image_path``), trained
+  without augmentation, train on frozen features computed once by the
+  :class:`~vlmeft.engine.cache.FeatureCache`: exact, and the image tower never runs
+  per step.
+- ``fit_cache`` (train features) runs before training and ``select_on_val`` (val
+  features) after it; training-free methods stop there. With a val split, the state
+  of the epoch with the best val accuracy is kept (ties: the earliest); the test
+  split is never seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vlmeft.data.loading import Preprocess, augment, load_batch
+from vlmeft.data.types import Split
+from vlmeft.engine.cache import CHUNK, FeatureCache, default_cache
+from vlmeft.errors import VlmeftError
+from vlmeft.method import Method
+
+
+@dataclass
+class FitReport:
+    """What happened during :func:`fit`."""
+
+    epochs: int  # epochs run
+    steps: int  # optimiser steps
+    best_epoch: int | None  # 1-based epoch whose state was kept (None: last, no val)
+    best_val_accuracy: float | None
+    train_seconds: float
+    used_feature_cache: bool
+    selected: dict[str, float] = field(default_factory=dict)  # from select_on_val
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: lr, loss, val_accuracy
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def lr_at(epoch: int, config) -> float:  # noqa: ANN001 (MethodConfig)
+    """Learning rate for 0-based ``epoch``: constant warm-up, then cosine."""
+    warmup = min(config.warmup_epochs, max(config.epochs - 1, 0))
+    if epoch < warmup:
+        return config.warmup_lr
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * epoch / max(config.epochs, 1)))
+
+
+def _optimizer(params: list[torch.nn.Parameter], config) -> torch.optim.Optimizer:  # noqa: ANN001
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)", where="--set optimizer")
+
+
+def _autocast(method: Method, enabled: bool) -> contextlib.AbstractContextManager:
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=method.device.type, dtype=torch.bfloat16)
+
+
+def _overrides(method: Method, name: str) -> bool:
+    """Whether the method implements a hook instead of inheriting the no-op."""
+    return getattr(type(method), name) is not getattr(Method, name)
+
+
+def _can_cache(method: Method) -> bool:
+    return bool(method.frozen_image_path) and not method.config.augment
+
+
+def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, disable=not (enabled and sys.stderr.isatty()))
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    order = torch.randperm(n, generator=generator).numpy()
+    drop_last = n >= batch_size
+    stop = (n // batch_size) * batch_size if drop_last else n
+    for i in range(0, stop, batch_size):
+        yield order[i : i + batch_size]
+
+
+def fit(
+    method: Method,
+    train: Split,
+    val: Split | None = None,
+    *,
+    seed: int,
+    progress: bool = True,
+    cache: FeatureCache | None = None,
+) -> FitReport:
+    """Train ``method`` on ``train``, selecting on ``val``; returns a :class:`FitReport`."""
+    if len(train) == 0:
+        raise VlmeftError("the training split is empty", where=train.key)
+    cache = cache or default_cache()
+    config = method.config
+    backbone = method.backbone
+    labels = torch.as_tensor(train.labels, dtype=torch.long, device=method.device)
+    has_val = val is not None and len(val) > 0
+    use_cache = _can_cache(method)
+    start = time.perf_counter()
+    devices = [method.device] if method.device.type == "cuda" else []
+
+    # Local seeding: any randomness inside the method (dropout, init done lazily in
+    # fit_cache) is drawn from `seed`, and the caller's global RNG state is restored.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+
+        train_feats = None
+        if use_cache or _overrides(method, "fit_cache") or method.training_free:
+            train_feats = cache.features(backbone, train)
+        if train_feats is not None and (_overrides(method, "fit_cache") or method.training_free):
+            method.fit_cache(train_feats, labels)
+
+        report = FitReport(epochs=0, steps=0, best_epoch=None, best_val_accuracy=None, train_seconds=0.0,
+                           used_feature_cache=use_cache)
+        params = method.trainable_parameters()
+        if not method.training_free and params and config.epochs > 0:
+            _train_loop(method, train, val if has_val else None, labels, train_feats if use_cache else None,
+                        params, generator, report, progress, cache)
+
+        if has_val and _overrides(method, "select_on_val"):
+            val_feats = cache.features(backbone, val)
+            val_labels = torch.as_tensor(val.labels, dtype=torch.long, device=method.device)
+            method.eval()
+            with torch.no_grad():
+                report.selected = dict(method.select_on_val(val_feats, val_labels))
+    method.eval()
+    report.train_seconds = time.perf_counter() - start
+    return report
+
+
+def _train_loop(
+    method: Method,
+    train: Split,
+    val: Split | None,
+    labels: Tensor,
+    train_feats: Tensor | None,
+    params: list[torch.nn.Parameter],
+    generator: torch.Generator,
+    report: FitReport,
+    progress: bool,
+    cache: FeatureCache,
+) -> None:
+    config = method.config
+    optimizer = _optimizer(params, config)
+    prep = Preprocess.for_backbone(method.backbone)
+    bf16 = config.precision == "bf16"
+    best_acc, best_state = -1.0, None
+    n_batches = max(1, len(train) // config.batch_size) if len(train) >= config.batch_size else 1
+    bar = _progress(config.epochs * n_batches, f"{method.name}", progress)
+    try:
+        for epoch in range(config.epochs):
+            lr = lr_at(epoch, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            method.train()
+            total, count = 0.0, 0
+            for idx in _batches(len(train), config.batch_size, generator):
+                idx_t = torch.as_tensor(idx, device=method.device)
+                with _autocast(method, bf16):
+                    if train_feats is not None:
+                        logits = method.logits_from_image_features(train_feats[idx_t])
+                    else:
+                        images = load_batch(train, idx, prep)
+                        if config.augment:
+                            images = augment(images, generator)
+                        logits = method(images.to(method.device))
+                    loss = method.loss(logits.float(), labels[idx_t])
+                if not torch.isfinite(loss):
+                    raise VlmeftError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; try a lower lr",
+                                      where="--set lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                report.steps += 1
+                total += loss.item() * len(idx)
+                count += len(idx)
+                bar.update(1)
+            entry = {"epoch": epoch + 1, "lr": lr, "loss": total / max(count, 1)}
+            if val is not None:
+                acc = evaluate(method, val, cache=cache)
+                entry["val_accuracy"] = acc
+                if acc > best_acc:
+                    best_acc, report.best_epoch = acc, epoch + 1
+                    best_state = {k: v.detach().clone() for k, v in method.state_tensors().items()}
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{acc:.3f}")
+            report.history.append(entry)
+            report.epochs += 1
+    finally:
+        bar.close()
+    if best_state is not None:
+        method.load_state_tensors(best_state, where="best-val state")
+        report.best_val_accuracy = best_acc
+
+
+@torch.no_grad()
+def predict(method: Method, split: Split, *, batch_size: int = 256, cache: FeatureCache | None = None) -> Tensor:
+    """Logits ``[N, C]`` of ``method`` on ``split`` (eval mode, float32, CPU).
+
+    Frozen-image-path methods read cached frozen features; others encode images in
+    fixed-size chunks. Either way the result does not depend on ``batch_size``, which
+    only bounds memory in the head."""
+    if batch_size <= 0:
+        raise VlmeftError(f"batch size must be positive, got {batch_size}", where="--batch-size")
+    was_training = method.training
+    method.eval()
+    try:
+        if method.frozen_image_path:
+            feats = (cache or default_cache()).features(method.backbone, split)
+            out = [method.logits_from_image_features(feats[i : i + batch_size]).float().cpu()
+                   for i in range(0, len(split), batch_size)]
+        else:
+            prep = Preprocess.for_backbone(method.backbone)
+            out = [method(load_batch(split, range(i, min(i + CHUNK, len(split))), prep).to(method.device)).float().cpu()
+                   for i in range(0, len(split), CHUNK)]
+    finally:
+        method.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, len(method.classnames))
+
+
+def evaluate(method: Method, split: Split, *, batch_size: int = 256, cache: FeatureCache | None = None) -> float:
+    """Top-1 accuracy of ``method`` on ``split`` (a fraction in [0, 1])."""
+    if len(split) == 0:
+        raise VlmeftError("cannot evaluate on an empty split", where=split.key)
+    logits = predict(method, split, batch_size=batch_size, cache=cache)
+    if logits.shape[1] != len(method.classnames):
+        raise VlmeftError(f"method gives {logits.shape[1]} logits for {len(method.classnames)} classes")
+    labels = torch.as_tensor(split.labels, dtype=torch.long)
+    return float((logits.argmax(dim=1) == labels).float().mean())

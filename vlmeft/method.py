@@ -1,0 +1,247 @@
+"""The base every reference implementation builds on: a config dataclass and a module.
+
+A method owns only its own tensors. The backbone is held by reference and kept out of
+the module tree, so ``method.parameters()``, ``method.state_dict()`` and the optimiser
+never see frozen weights ("freeze by construction"). Class-dependent tensors (token
+prefixes, zero-shot weights) are non-persistent buffers rebuilt by ``build_class_state``,
+so a checkpoint trained on base classes loads for novel ones without key surgery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlmeft.backbone.wrapper import Backbone
+from vlmeft.errors import VlmeftError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(cls_name: str, key: str, raw: Any, kind: Any) -> Any:
+    """Turn a ``--set`` string into the field's declared type."""
+    if not isinstance(raw, str):
+        return raw
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError("expected true or false")
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if origin is typing.Literal:
+            choices = typing.get_args(kind)
+            if raw not in choices:
+                raise ValueError(f"expected one of {', '.join(map(str, choices))}")
+            return raw
+        if kind is str:
+            return raw
+    except ValueError as err:
+        raise VlmeftError(f"{cls_name}.{key}={raw!r}: {err}", where="--set") from None
+    raise VlmeftError(f"{cls_name}.{key} cannot be set from the command line", where="--set")
+
+
+@dataclass
+class MethodConfig:
+    """Training settings shared by all methods; subclasses add their own fields and
+    override these defaults with the paper's values."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    optimizer: typing.Literal["sgd", "adamw"] = "sgd"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: int = 1  # constant warm-up at warmup_lr, as in CoOp's recipe
+    warmup_lr: float = 1e-5
+    augment: bool = False  # random crop + flip; disables the exact image-feature cache
+    precision: typing.Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    def apply_overrides(self, overrides: Mapping[str, Any]) -> MethodConfig:
+        """A copy with ``overrides`` applied (strings are coerced to the field types).
+        Unknown keys raise :class:`VlmeftError` listing the valid ones."""
+        types = self.field_types()
+        changes: dict[str, Any] = {}
+        for key, raw in overrides.items():
+            if key not in types:
+                raise VlmeftError(
+                    f"'{key}' is not a setting of {type(self).__name__}; settings: {', '.join(sorted(types))}",
+                    where="--set",
+                )
+            changes[key] = _coerce(type(self).__name__, key, raw, types[key])
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> MethodConfig:
+        unknown = set(data) - set(cls.field_types())
+        if unknown:
+            raise VlmeftError(f"unknown setting(s) {', '.join(sorted(unknown))} for {cls.__name__}", where=where)
+        cfg = cls(**dict(data))
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Reject settings that cannot work; subclasses extend."""
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 0 or (name == "batch_size" and self.batch_size == 0):
+                raise VlmeftError(f"{name} must be positive, got {getattr(self, name)}", where="--set")
+        if self.lr < 0:
+            raise VlmeftError(f"lr must be non-negative, got {self.lr}", where="--set")
+
+
+class Method(nn.Module):
+    """Base class of every registered method.
+
+    Subclasses set the class attributes and implement the parts their category changes.
+    Feature conventions: image and text features are L2-normalised ``[.., E]`` tensors;
+    logits are ``logit_scale * image @ text``.
+    """
+
+    name: ClassVar[str]  # registry id == knowledge-base record id
+    category: ClassVar[str]  # taxonomy leaf id, or "baseline"
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    requires_vision_tokens: ClassVar[bool] = False  # needs a ViT image tower
+    training_free: ClassVar[bool] = False  # nothing is optimised by gradient descent
+    # The image is read only through the frozen encoder's feature, so the engine may
+    # compute it once and call ``logits_from_image_features`` (exact without augmentation).
+    frozen_image_path: ClassVar[bool] = False
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        classnames: Sequence[str],
+        templates: Sequence[str],
+        config: MethodConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if self.requires_vision_tokens and not backbone.is_vit:
+            from vlmeft import registry
+
+            able = [n for n in registry.names() if not registry.get(n).requires_vision_tokens]
+            raise VlmeftError(
+                f"method '{self.name}' needs vision tokens, but backbone '{backbone.name}' has a ResNet image "
+                f"tower; methods that run on it: {', '.join(able)}"
+            )
+        # Held by reference, outside the module tree (see the module docstring).
+        object.__setattr__(self, "backbone", backbone)
+        self.config = config if config is not None else self.Config()
+        self.classnames: list[str] = []
+        self.templates: list[str] = list(templates)
+        self.classnames = list(classnames)
+
+    # ------------------------------------------------------------ class state
+    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
+        """Switch the label set (e.g. base -> novel) without touching trained tensors."""
+        self.classnames = list(classnames)
+        if templates is not None:
+            self.templates = list(templates)
+        self.build_class_state()
+
+    def build_class_state(self) -> None:
+        """Rebuild class-dependent, non-persistent buffers. Subclasses override and call it
+        at the end of their ``__init__`` once their own tensors exist."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    def zero_shot_weights(self) -> Tensor:
+        """The frozen hand-crafted classifier for the current label set ``[C, E]``."""
+        return self.backbone.zero_shot_weights(self.classnames, self.templates)
+
+    # ---------------------------------------------------------------- towers
+    def frozen_image_features(self, images: Tensor) -> Tensor:
+        return self.backbone.encode_image(images, normalize=True)
+
+    def adapt_image_features(self, features: Tensor) -> Tensor:
+        """Map frozen image features to the method's (identity unless overridden)."""
+        return features
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """The method's image features ``[B, E]``, normalised."""
+        return self.adapt_image_features(self.frozen_image_features(images))
+
+    def text_features(self, image_features: Tensor | None = None) -> Tensor:
+        """Class text features: ``[C, E]``, or ``[B, C, E]`` for image-conditioned prompts."""
+        return self.zero_shot_weights()
+
+    def logits_from_features(self, image_features: Tensor) -> Tensor:
+        text = self.text_features(image_features)
+        scale = self.backbone.logit_scale()
+        if text.dim() == 2:
+            return scale * image_features @ text.t()
+        return scale * torch.einsum("be,bce->bc", image_features, text)
+
+    def logits_from_image_features(self, frozen_features: Tensor) -> Tensor:
+        """Logits from frozen (cached) image features; valid when ``frozen_image_path``."""
+        return self.logits_from_features(self.adapt_image_features(frozen_features))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.logits_from_features(self.image_features(images))
+
+    # --------------------------------------------------------------- training
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits, labels)
+
+    def fit_cache(self, features: Tensor, labels: Tensor) -> None:
+        """Called once before training with frozen features of the few-shot train set
+        (cache-based methods build their key-value memory here)."""
+
+    def select_on_val(self, features: Tensor, labels: Tensor) -> dict[str, float]:
+        """Choose hyperparameters on frozen val features only; returns what was chosen."""
+        return {}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    # ------------------------------------------------------------ checkpoints
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The method's own tensors (parameters and persistent buffers), nothing frozen."""
+        return {k: v.detach() for k, v in self.state_dict().items()}
+
+    def load_state_tensors(self, tensors: Mapping[str, Tensor], where: str = "checkpoint") -> None:
+        own = self.state_dict()
+        missing = sorted(set(own) - set(tensors))
+        extra = sorted(set(tensors) - set(own))
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing)}")
+            if extra:
+                parts.append(f"unexpected {', '.join(extra)}")
+            raise VlmeftError(f"tensors do not fit method '{self.name}': {'; '.join(parts)}", where=where)
+        for key, value in tensors.items():
+            if tuple(value.shape) != tuple(own[key].shape):
+                raise VlmeftError(
+                    f"tensor '{key}' has shape {tuple(value.shape)}, method '{self.name}' expects {tuple(own[key].shape)}",
+                    where=where,
+                )
+        self.load_state_dict({k: v.to(own[k].device, own[k].dtype) for k, v in tensors.items()})

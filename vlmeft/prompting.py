@@ -1,0 +1,207 @@
+"""Shared mechanics of the learnable prompt methods (CoOp, CoCoOp, KgCoOp, VPT, IVLP, MaPLe).
+
+Two pieces, used by every prompt method so that none of them re-implements the other's:
+
+* :class:`TextPromptLearner` builds the class prompts ``[SOS] ctx_1 .. ctx_n <class name> . [EOT]``
+  as token embeddings ``[C, L, Dt]`` with learnable context vectors ``ctx`` in positions
+  ``1..n`` (class token at the end). The frozen parts, the SOS embedding (prefix) and the
+  embeddings of the class name, the full stop, EOT and padding (suffix), are
+  non-persistent buffers rebuilt from class names, so trained contexts move between label
+  sets (base -> novel) with no checkpoint surgery. An optional per-image shift ``[B, Dt]``
+  (CoCoOp's Meta-Net output) gives ``[B, C, L, Dt]`` prompts, encoded in one batched pass.
+* :func:`deep_prompt_hook` turns a list of per-layer prompts into a ``layer_hook`` for the
+  backbone: before block ``i`` (``1 <= i < depth``) it *replaces* the tokens that carry the
+  previous layer's prompts, positions ``1..n`` right after SOS on the text side, the last
+  ``n`` tokens of the sequence on the vision side (the placement of the MaPLe repository's
+  IVLP, VPT-deep and MaPLe blocks). Layer-0 prompts enter with the input instead: text
+  ones through the prompt learner's embeddings, vision ones as ``prompt_tokens``.
+
+Depths are read against the backbone's layer counts with :func:`resolve_depth`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from vlmeft.backbone.wrapper import Backbone
+from vlmeft.errors import VlmeftError
+
+PROMPT_INIT_STD = 0.02  # CoOp, VPT (MaPLe repo), IVLP and MaPLe all draw prompts from N(0, 0.02^2)
+
+
+def resolve_depth(depth: int, layers: int, *, field: str, tower: str) -> int:
+    """The number of layers that carry prompts: ``depth`` clipped to the tower's ``layers``.
+
+    Paper depths (MaPLe 9, IVLP/VPT 12) are meant for 12-layer towers; clipping lets the
+    same defaults run on the 4-layer embedded backbone (there: prompts in every layer).
+    A depth below 1 cannot work and raises.
+    """
+    if depth < 1:
+        raise VlmeftError(f"{field} must be at least 1 (prompts enter at the input), got {depth}", where="--set")
+    if layers < 1:
+        raise VlmeftError(f"{field}: the {tower} tower has no transformer layers to prompt")
+    return min(depth, layers)
+
+
+def new_prompt(shape: Sequence[int], backbone: Backbone, std: float = PROMPT_INIT_STD) -> nn.Parameter:
+    """A learnable prompt tensor on the backbone's device, drawn from N(0, std^2)."""
+    return nn.Parameter(torch.randn(*shape, device=backbone.device) * std)
+
+
+def prompt_stack(count: int, n_tokens: int, width: int, backbone: Backbone) -> nn.ParameterList:
+    """``count`` independent per-layer prompts of shape ``[n_tokens, width]``."""
+    return nn.ParameterList([new_prompt((n_tokens, width), backbone) for _ in range(count)])
+
+
+def deep_prompt_hook(
+    prompts: Sequence[Tensor], where: Literal["after_sos", "end"]
+) -> Callable[[int, Tensor], Tensor]:
+    """A ``layer_hook`` that, before block ``i`` for ``1 <= i <= len(prompts)``, replaces the
+    prompt tokens with ``prompts[i - 1]`` (``[n, D]``, shared by the batch, or ``[N, n, D]``).
+
+    ``where="after_sos"``: text side, positions ``1..n`` (the layer-0 context sits there).
+    ``where="end"``: vision side, the last ``n`` tokens (where ``prompt_tokens`` were appended).
+    Replacement, not insertion: the sequence length stays fixed after the input layer.
+    """
+    if where not in ("after_sos", "end"):
+        raise ValueError(where)
+
+    def hook(i: int, x: Tensor) -> Tensor:
+        if i < 1 or i > len(prompts):
+            return x
+        p = prompts[i - 1].to(x.dtype)
+        if p.dim() == 2:
+            p = p.expand(x.shape[0], -1, -1)
+        n = p.shape[1]
+        if where == "after_sos":
+            return torch.cat([x[:, :1], p, x[:, 1 + n :]], dim=1)
+        return torch.cat([x[:, : x.shape[1] - n], p], dim=1)
+
+    return hook
+
+
+def count_text_tokens(backbone: Backbone, text: str) -> int:
+    """BPE tokens of ``text`` without SOS/EOT (as the backbone's tokenizer splits it)."""
+    tokens = backbone.tokenize([text])[0]
+    return int((tokens != 0).sum().item()) - 2
+
+
+class TextPromptLearner(nn.Module):
+    """Learnable text context for the class prompts (CoOp's prompt learner, class at the end).
+
+    ``ctx`` is ``[n_ctx, Dt]`` (unified: one context shared by all classes) or
+    ``[C, n_ctx, Dt]`` (``csc``: class-specific). With ``ctx_init`` (e.g. "a photo of a") the
+    prompt text is ``"{ctx_init} {class}."`` and the first ``n_ctx`` tokens of ``ctx_init``
+    become the learnable context, initialised from their own embeddings; any remaining
+    init words stay frozen in the suffix (MaPLe's 2 learnable tokens out of "a photo of a").
+    Without it, the prompt text is ``"X X .. X {class}."`` and ``ctx`` is drawn from N(0, 0.02^2).
+    """
+
+    prefix: Tensor
+    suffix: Tensor
+    tokens: Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        classnames: Sequence[str],
+        *,
+        n_ctx: int,
+        ctx_init: str = "",
+        csc: bool = False,
+    ) -> None:
+        super().__init__()
+        object.__setattr__(self, "backbone", backbone)  # by reference, outside the module tree
+        if n_ctx < 1:
+            raise VlmeftError(f"n_ctx must be at least 1, got {n_ctx}", where="--set")
+        if n_ctx + 2 > backbone.context_length:
+            raise VlmeftError(
+                f"n_ctx={n_ctx} leaves no room for the class name in the {backbone.context_length}-token text context",
+                where="--set",
+            )
+        self.n_ctx = n_ctx
+        self.csc = csc
+        ctx_init = " ".join(ctx_init.replace("_", " ").split())
+        width = backbone.text_width
+        if ctx_init:
+            available = count_text_tokens(backbone, ctx_init)
+            if n_ctx > available:
+                raise VlmeftError(
+                    f"n_ctx={n_ctx} exceeds the {available} tokens of ctx_init {ctx_init!r}; "
+                    "lower n_ctx or set ctx_init to '' for random context",
+                    where="--set",
+                )
+            with torch.no_grad():
+                init = backbone.token_embedding(backbone.tokenize([ctx_init]))[0, 1 : 1 + n_ctx].float()
+            ctx = init.expand(len(classnames), -1, -1).clone() if csc else init.clone()
+            self.prompt_prefix = ctx_init
+        else:
+            shape = (len(classnames), n_ctx, width) if csc else (n_ctx, width)
+            ctx = torch.randn(*shape, device=backbone.device) * PROMPT_INIT_STD
+            self.prompt_prefix = " ".join(["X"] * n_ctx)
+        self.ctx = nn.Parameter(ctx.to(backbone.device))
+        self.set_classnames(classnames)
+
+    @property
+    def n_classes(self) -> int:
+        return self.tokens.shape[0]
+
+    def set_classnames(self, classnames: Sequence[str]) -> None:
+        """Rebuild the frozen prefix/suffix buffers for a new label set."""
+        if self.csc and len(classnames) != self.ctx.shape[0]:
+            raise VlmeftError(
+                f"class-specific context was built for {self.ctx.shape[0]} classes and cannot serve "
+                f"{len(classnames)}; train with csc=false to move between label sets"
+            )
+        backbone: Backbone = self.backbone
+        texts = [f"{self.prompt_prefix} {name.replace('_', ' ')}." for name in classnames]
+        encode = getattr(backbone.tokenizer, "encode", None)
+        if callable(encode):
+            for name, text in zip(classnames, texts, strict=True):
+                if len(encode(text)) + 2 > backbone.context_length:
+                    raise VlmeftError(
+                        f"the prompt for class {name!r} is longer than the {backbone.context_length}-token text context"
+                    )
+        tokens = backbone.tokenize(texts)
+        with torch.no_grad():
+            embedded = backbone.token_embedding(tokens)
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
+        self.register_buffer("suffix", embedded[:, 1 + self.n_ctx :].clone(), persistent=False)
+
+    def forward(self, shift: Tensor | None = None) -> Tensor:
+        """Prompt embeddings ``[C, L, Dt]``, or ``[B, C, L, Dt]`` with a per-image ``shift [B, Dt]``
+        added to every context vector."""
+        n_cls = self.n_classes
+        ctx = self.ctx.to(self.prefix.dtype)
+        if shift is None:
+            if ctx.dim() == 2:
+                ctx = ctx.expand(n_cls, -1, -1)
+            return torch.cat([self.prefix, ctx, self.suffix], dim=1)
+        batch = shift.shape[0]
+        shift = shift.to(ctx.dtype)
+        if ctx.dim() == 2:  # [B, 1, n, D]: one shifted context per image, shared by the classes
+            ctx = (ctx.unsqueeze(0) + shift[:, None, :]).unsqueeze(1).expand(-1, n_cls, -1, -1)
+        else:  # class-specific: [B, C, n, D]
+            ctx = ctx.unsqueeze(0) + shift[:, None, None, :]
+        prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)
+        suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)
+        return torch.cat([prefix, ctx, suffix], dim=2)
+
+    def encode(self, prompts: Tensor, layer_hook: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+        """Normalised text features of ``forward``'s output: ``[C, E]`` or ``[B, C, E]``.
+
+        A ``[B, C, L, Dt]`` batch runs as one ``[B*C, L, Dt]`` pass through the text encoder.
+        """
+        backbone: Backbone = self.backbone
+        if prompts.dim() == 3:
+            return backbone.encode_text(self.tokens, embeddings=prompts, layer_hook=layer_hook, normalize=True)
+        batch, n_cls = prompts.shape[:2]
+        flat = prompts.reshape(batch * n_cls, *prompts.shape[2:])
+        tokens = self.tokens.repeat(batch, 1)
+        feats = backbone.encode_text(tokens, embeddings=flat, layer_hook=layer_hook, normalize=True)
+        return feats.view(batch, n_cls, -1)

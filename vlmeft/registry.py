@@ -1,0 +1,78 @@
+"""The method registry: one static table from registry id to implementation.
+
+Ids equal knowledge-base record ids. The table is data (strings), so listing and
+validating ids never imports torch or runs method code; ``get`` imports a module only
+from inside ``vlmeft.methods``. A record may only link to an id listed here, which is
+how nothing in a record is ever imported or executed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import TYPE_CHECKING
+
+from vlmeft.errors import VlmeftError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vlmeft.method import Method
+
+# id -> (module under vlmeft.methods, class name)
+_TABLE: dict[str, tuple[str, str]] = {
+    "zsclip": ("prompt_textual_handcrafted.zsclip", "ZSCLIP"),
+    "coop": ("prompt_textual_learnable.coop", "CoOp"),
+    "cocoop": ("prompt_textual_learnable.cocoop", "CoCoOp"),
+    "kgcoop": ("prompt_textual_learnable.kgcoop", "KgCoOp"),
+    "vp": ("prompt_visual_pixel.vp", "VisualPrompt"),
+    "vpt": ("prompt_visual_token.vpt", "VPT"),
+    "red-circle": ("prompt_visual_annotation.red_circle", "RedCircle"),
+    "ivlp": ("prompt_multimodal_decoupled.ivlp", "IVLP"),
+    "maple": ("prompt_multimodal_coupled.maple", "MaPLe"),
+    "clip-adapter": ("adapter_unimodal.clip_adapter", "CLIPAdapter"),
+    "tip-adapter": ("adapter_unimodal.tip_adapter", "TipAdapter"),
+    "tip-adapter-f": ("adapter_unimodal.tip_adapter", "TipAdapterF"),
+    "clip-lora": ("adapter_unimodal.clip_lora", "CLIPLoRA"),
+    "calip": ("adapter_crossmodal.calip", "CALIP"),
+    "mma": ("adapter_crossmodal.mma", "MMA"),
+    "linear-probe": ("baseline.linear_probe", "LinearProbe"),
+}
+
+# The reference implementation of each taxonomy leaf: records of methods without their
+# own code link here with fidelity `category-reference`.
+CATEGORY_REFERENCE: dict[str, str] = {
+    "prompt.textual.handcrafted": "zsclip",
+    "prompt.textual.learnable": "coop",
+    "prompt.visual.pixel": "vp",
+    "prompt.visual.token": "vpt",
+    "prompt.visual.annotation": "red-circle",
+    "prompt.multimodal.decoupled": "ivlp",
+    "prompt.multimodal.coupled": "maple",
+    "adapter.unimodal": "clip-adapter",
+    "adapter.crossmodal": "calip",
+}
+
+
+def names() -> list[str]:
+    """All registered ids, sorted."""
+    return sorted(_TABLE)
+
+
+def is_registered(name: str) -> bool:
+    return name in _TABLE
+
+
+def suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, names(), n=3, cutoff=0.4)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def get(name: str) -> type[Method]:
+    """The method class registered as ``name``."""
+    if name not in _TABLE:
+        raise VlmeftError(f"unknown method '{name}'{suggest(name)}; known: {', '.join(names())}")
+    module_name, class_name = _TABLE[name]
+    module = importlib.import_module(f"vlmeft.methods.{module_name}")
+    cls = getattr(module, class_name)
+    if getattr(cls, "name", None) != name:
+        raise RuntimeError(f"registry mismatch: {module_name}.{class_name}.name != {name!r}")
+    return cls

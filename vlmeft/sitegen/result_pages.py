@@ -1,0 +1,98 @@
+"""The conformance matrix page and the benchmark page (tables, plots, seed variance)."""
+
+from __future__ import annotations
+
+import re
+
+from vlmeft.sitegen import markup as md
+from vlmeft.sitegen import plots
+from vlmeft.sitegen.context import GEN, NOT_MEASURED, PATHS, Context, rel
+from vlmeft.sitegen.sections import STATUS_LABEL, aggregate, bench_table, fmt
+
+IMG = f"{GEN}/img"
+
+
+def conformance_page(ctx: Context) -> str:
+    src = PATHS["conformance"]
+    conf = ctx.conformance
+    parts = ["# Conformance matrix\n\n",
+             "Each taxonomy category has a behavioural signature (what changes, what stays frozen, "
+             "what depends on what). The conformance checks probe every registered method against "
+             "the signatures; `vlmeft conformance` regenerates `results/conformance.json`.\n\n"]
+    if not conf.measured:
+        return "".join(parts) + NOT_MEASURED + "\n"
+    if conf.backbone:
+        parts.append(f"Backbone: {md.code(conf.backbone)}.\n\n")
+    counts = {s: sum(c["status"] == s for c in conf.cells) for s in STATUS_LABEL}
+    parts.append(" · ".join(f"{STATUS_LABEL[s]}: {n}" for s, n in counts.items()) + "\n\n")
+    checks = conf.checks
+    index = {(c["method"], c["check"]): c for c in conf.cells}
+    body = []
+    for method in conf.methods:
+        row = [ctx.method_id_link(src, method)]
+        for check in checks:
+            cell = index.get((method, check))
+            if cell is None:
+                row.append(" ")
+            else:
+                row.append(f'<span title="{md.attr(cell["reason"])}">{STATUS_LABEL[cell["status"]]}</span>')
+        body.append(row)
+    parts.append(md.table(["method", *(md.code(c) for c in checks)], body) + "\n")
+    failures = [c for c in conf.cells if c["status"] == "fail"]
+    parts.append("## Failures {#failures}\n\n")
+    if failures:
+        for c in failures:
+            parts.append(f"- {ctx.method_id_link(src, c['method'])} · {md.code(c['check'])}: {md.text(c['reason'])}\n")
+        parts.append("\n")
+    else:
+        parts.append("None.\n\n")
+    return "".join(parts)
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-") or "task"
+
+
+def benchmark_page(ctx: Context) -> tuple[str, dict[str, bytes]]:
+    """The page and the PNG plots it shows (paths under docs_dir -> bytes)."""
+    src = PATHS["benchmark"]
+    parts = ["# Benchmark results\n\n",
+             "Measured with `vlmeft bench` on the embedded backbone and data; rows are written to "
+             "`results/bench/*.json`. Values are mean ± standard deviation over seeds.\n\n"]
+    rows = ctx.bench.rows
+    if not rows:
+        return "".join(parts) + NOT_MEASURED + "\n", {}
+    images: dict[str, bytes] = {}
+    aggs = aggregate(rows)
+    parts.append("## Results {#results}\n\n")
+    parts.append(bench_table(ctx, src, rows, with_method=True))
+    tasks = sorted({a["task"] for a in aggs if a.get("accuracy") is not None})
+    plot_parts = []
+    for task in tasks:
+        png = plots.accuracy_vs_shots(aggs, task)
+        if png:
+            path = f"{IMG}/accuracy-vs-shots-{_slug(task)}.png"
+            images[path] = png
+            plot_parts.append(f"![Accuracy against shots on {md.text(task)}]({rel(src, path)})\n\n")
+    png = plots.base_vs_novel(aggs)
+    if png:
+        path = f"{IMG}/base-vs-novel.png"
+        images[path] = png
+        plot_parts.append(f"![Base against novel accuracy]({rel(src, path)})\n\n")
+    if plot_parts:
+        parts.append("## Plots {#plots}\n\n")
+        parts += plot_parts
+    parts.append("## Seed variance {#seed-variance}\n\n")
+    parts.append("Stability across seeds: the standard deviation of the headline metric for each "
+                 "setting measured with more than one seed.\n\n")
+    var_rows = []
+    for a in aggs:
+        metric = "hm" if a.get("hm") is not None else "accuracy"
+        if a.get(metric + "_std") is not None:
+            var_rows.append([ctx.method_id_link(src, a["method"]), md.text(a["task"]), md.text(a["protocol"]),
+                             fmt(a["shots"], 0), str(a["seeds"]), metric, fmt(a[metric + "_std"], 4)])
+    if var_rows:
+        parts.append(md.table(["method", "task", "protocol", "shots", "seeds", "metric", "std"], var_rows))
+    else:
+        parts.append("No setting has been measured with more than one seed yet.\n")
+    return "".join(parts), images

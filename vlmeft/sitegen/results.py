@@ -1,0 +1,115 @@
+"""Measured results the site reports: the conformance matrix and benchmark rows.
+
+Both are optional: a missing file means "not measured yet", not an error. A file that
+exists but is malformed is an error naming the file, so a broken result never
+silently disappears from the site.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmeft.errors import VlmeftError
+
+CONFORMANCE_STATUSES = ("pass", "fail", "na")
+# Metric columns a benchmark row may carry, in display order.
+METRICS = ("accuracy", "base", "novel", "hm")
+
+
+@dataclass
+class Conformance:
+    backbone: str | None = None
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    source: Path | None = None
+
+    @property
+    def measured(self) -> bool:
+        return self.source is not None
+
+    def for_method(self, method_id: str) -> list[dict[str, Any]]:
+        return [c for c in self.cells if c["method"] == method_id]
+
+    @property
+    def checks(self) -> list[str]:
+        return sorted({c["check"] for c in self.cells})
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted({c["method"] for c in self.cells})
+
+
+@dataclass
+class Bench:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.rows)
+
+    def for_method(self, method_id: str) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["method"] == method_id]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise VlmeftError(f"cannot read results JSON: {err}", where=str(path)) from None
+
+
+def load_conformance(results_dir: Path | None) -> Conformance:
+    """``results_dir/conformance.json``, or an empty (unmeasured) matrix."""
+    if results_dir is None or not (results_dir / "conformance.json").is_file():
+        return Conformance()
+    path = results_dir / "conformance.json"
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise VlmeftError("expected an object with a 'cells' list", where=str(path))
+    cells = []
+    for i, cell in enumerate(data["cells"]):
+        where = f"{path} cells[{i}]"
+        if not isinstance(cell, dict) or not all(isinstance(cell.get(k), str) for k in ("method", "check")):
+            raise VlmeftError("a cell needs string fields 'method' and 'check'", where=where)
+        if cell.get("status") not in CONFORMANCE_STATUSES:
+            raise VlmeftError(f"status must be one of {', '.join(CONFORMANCE_STATUSES)}", where=where)
+        cells.append({"method": cell["method"], "check": cell["check"], "status": cell["status"],
+                      "reason": str(cell.get("reason") or "")})
+    backbone = data.get("backbone")
+    return Conformance(backbone=str(backbone) if backbone is not None else None, cells=cells, source=path)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def load_bench(results_dir: Path | None) -> Bench:
+    """All rows of ``results_dir/bench/*.json`` (each file a list of rows or {"rows": [...]})."""
+    bench = Bench()
+    folder = results_dir / "bench" if results_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return bench
+    for path in sorted(folder.glob("*.json")):
+        data = _read_json(path)
+        rows = data.get("rows") if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise VlmeftError("expected a list of rows (or an object with 'rows')", where=str(path))
+        for i, row in enumerate(rows):
+            where = f"{path} [{i}]"
+            if not isinstance(row, dict) or not isinstance(row.get("method"), str):
+                raise VlmeftError("a row needs a string field 'method'", where=where)
+            clean = dict(row)
+            for key in (*METRICS, "train_seconds", "trainable_params", "shots", "seed"):
+                if key in clean:
+                    clean[key] = _number(clean[key])
+            clean.setdefault("task", "")
+            clean.setdefault("protocol", "")
+            bench.rows.append(clean)
+        bench.sources.append(path)
+    return bench
