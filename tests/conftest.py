@@ -14,7 +14,7 @@ import pytest
 from vlmeft.data.types import ClassificationTask, Split
 
 # Feature caches written by tests go to a throwaway folder, never the user's cache.
-os.environ.setdefault("VLMEFT_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vlmeft-test-cache-{os.getpid()}"))
+os.environ["VLMEFT_CACHE"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vlmeft-test-cache-{os.getpid()}")
 
 
 @pytest.fixture(scope="session")
@@ -34,16 +34,17 @@ def tiny_rn():
 
 
 def synthclip_available() -> bool:
-    """Whether the shipped synthclip-tiny weights exist in this checkout."""
+    """Whether the shipped synthclip-tiny weights exist in this checkout (their
+    description file is present); a broken install then fails loudly, not skips."""
+    from vlmeft.errors import VlmeftError
+
     try:
         from vlmeft.backbone import synthclip
-    except ImportError:
+
+        synthclip.shipped_info()
+    except (ImportError, AttributeError, VlmeftError):
         return False
-    state_dict = getattr(synthclip, "state_dict", None)
-    config_dir = getattr(synthclip, "config_dir", None)
-    if not callable(state_dict) or not callable(config_dir):
-        return False
-    return any(p.suffix == ".safetensors" for p in config_dir().iterdir())
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +90,12 @@ def make_tiny_task(
 def tiny_task() -> ClassificationTask:
     """A 4-class in-memory ClassificationTask (8/4/8 images per class, 32 px uint8)."""
     return make_tiny_task()
+
+
+@pytest.fixture(scope="session")
+def vit_b16():
+    """An untrained ViT-B-16 (about 150M parameters): real shapes, no weights. Built
+    once per session; use it for shape, parameter-count and equality checks only."""
+    from vlmeft.backbone import load_backbone
+
+    return load_backbone("ViT-B-16", pretrained=None)

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -91,5 +91,3 @@ def scale_grad(x: Tensor, factor: float) -> Tensor:
     """``x`` unchanged in the forward pass; its gradient multiplied by ``factor``."""
     return _ScaleGrad.apply(x, factor)
 
-
-LayerHook = Callable[[int, Tensor], Tensor]

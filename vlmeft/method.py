@@ -86,8 +86,12 @@ class MethodConfig:
         changes: dict[str, Any] = {}
         for key, raw in overrides.items():
             if key not in types:
+                import difflib
+
+                close = difflib.get_close_matches(key, list(types), n=2)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise VlmeftError(
-                    f"'{key}' is not a setting of {type(self).__name__}; settings: {', '.join(sorted(types))}",
+                    f"'{key}' is not a setting{hint}; settings: {', '.join(sorted(types))}",
                     where="--set",
                 )
             changes[key] = _coerce(type(self).__name__, key, raw, types[key])
@@ -142,7 +146,7 @@ class Method(nn.Module):
         if self.requires_vision_tokens and not backbone.is_vit:
             from vlmeft import registry
 
-            able = [n for n in registry.names() if not registry.get(n).requires_vision_tokens]
+            able = registry.names_without_vision_tokens()
             raise VlmeftError(
                 f"method '{self.name}' needs vision tokens, but backbone '{backbone.name}' has a ResNet image "
                 f"tower; methods that run on it: {', '.join(able)}"

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING
 from vlmeft.errors import VlmeftError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Mapping, Sequence
+
+    from vlmeft.backbone.wrapper import Backbone
     from vlmeft.method import Method
 
 # id -> (module under vlmeft.methods, class name)
@@ -66,6 +69,12 @@ def suggest(name: str) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
+def location(name: str) -> tuple[str, str] | None:
+    """``(module under vlmeft.methods, class name)`` of a registered id, or None; lets the
+    docs read a method's source without importing it."""
+    return _TABLE.get(name)
+
+
 def get(name: str) -> type[Method]:
     """The method class registered as ``name``."""
     if name not in _TABLE:
@@ -76,3 +85,48 @@ def get(name: str) -> type[Method]:
     if getattr(cls, "name", None) != name:
         raise RuntimeError(f"registry mismatch: {module_name}.{class_name}.name != {name!r}")
     return cls
+
+
+def available(name: str) -> bool:
+    """Whether the implementation module of a registered id exists and imports."""
+    try:
+        get(name)
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
+def names_without_vision_tokens() -> list[str]:
+    """Implemented ids that run on any image tower (ResNet included)."""
+    able = []
+    for name in names():
+        try:
+            cls = get(name)
+        except (ImportError, AttributeError):
+            continue
+        if not cls.requires_vision_tokens:
+            able.append(name)
+    return able
+
+
+def build(
+    name: str,
+    backbone: Backbone,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    overrides: Mapping[str, object] | None = None,
+    *,
+    seed: int | None = None,
+) -> Method:
+    """Build method ``name`` with its config defaults plus ``overrides`` (``--set``).
+    With ``seed``, parameter initialisation draws from a local seeded RNG."""
+    import torch
+
+    cls = get(name)
+    config = cls.Config().apply_overrides(dict(overrides or {}))
+    if seed is None:
+        return cls(backbone, classnames, templates, config)
+    devices = [backbone.device] if backbone.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return cls(backbone, classnames, templates, config)

@@ -58,6 +58,7 @@ class CoCoOp(Method):
     Config = Config
     requires_vision_tokens = False
     frozen_image_path = True
+    image_conditioned_text = True  # text features depend on the image (declared for conformance)
 
     def __init__(
         self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], config: Config | None = None
@@ -73,6 +74,9 @@ class CoCoOp(Method):
 
     def build_class_state(self) -> None:
         self.prompt_learner.set_classnames(self.classnames)
+
+    def text_prompt_parameters(self) -> list[nn.Parameter]:
+        return [self.prompt_learner.ctx]
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:
         """``[B, C, E]`` for the images' own prompts, in one text-encoder pass over ``B*C``

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.method import Method, MethodConfig
@@ -72,6 +72,10 @@ class CoOp(Method):
 
     def build_class_state(self) -> None:
         self.prompt_learner.set_classnames(self.classnames)
+
+    def text_prompt_parameters(self) -> list[nn.Parameter]:
+        """The text-side prompt tensors (the conformance probes read this)."""
+        return [self.prompt_learner.ctx]
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:
         """``[C, E]``: the class prompts with the learned context, through the frozen text encoder."""

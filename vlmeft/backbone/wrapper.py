@@ -22,6 +22,12 @@ from torch import Tensor, nn
 from vlmeft.errors import VlmeftError
 
 LayerHook = Callable[[int, Tensor], Tensor]
+
+# _OVERRIDE_NOTE: `text_tower` aliases `model` (or `model.text`), so every text parameter
+# has two names. With functional_call's default tie_weights=True the substituted tensor is
+# not swapped back afterwards (the frozen Parameter stays replaced by a graph-carrying
+# tensor). tie_weights=False restores it; the alias still sees the override because both
+# names lead to the same module object.
 PixelHook = Callable[[Tensor], Tensor]
 
 
@@ -163,7 +169,8 @@ class Backbone(nn.Module):
         """
         if weight_overrides:
             return torch.func.functional_call(
-                self, dict(weight_overrides), ("text", tokens), {"embeddings": embeddings, "layer_hook": layer_hook, "normalize": normalize}, strict=False
+                self, dict(weight_overrides), ("text", tokens), {"embeddings": embeddings, "layer_hook": layer_hook, "normalize": normalize},
+                strict=False, tie_weights=False,  # see _OVERRIDE_NOTE
             )
         return self._encode_text(tokens, embeddings, layer_hook, normalize)
 
@@ -172,8 +179,13 @@ class Backbone(nn.Module):
         cast = self.dtype
         if text is self.model:  # CLIP: flattened text tower, causal mask buffer
             x = self.token_embedding(tokens) if embeddings is None else embeddings.to(cast)
-            x = x + text.positional_embedding.to(cast)
+            # Sequences may be shorter than the context (prompt learners trim the padding
+            # after EOT, which a causal mask makes exact): positions and mask follow x.
+            seq_len = x.shape[1]
+            x = x + text.positional_embedding[:seq_len].to(cast)
             attn_mask = text.attn_mask
+            if attn_mask is not None and attn_mask.shape[0] != seq_len:
+                attn_mask = attn_mask[:seq_len, :seq_len]
             x = _run_blocks(text.transformer, x, attn_mask, hook)
             x = text.ln_final(x)
             pool_type, eos = text.text_pool_type, getattr(text, "text_eos_id", None)
@@ -220,7 +232,8 @@ class Backbone(nn.Module):
         if weight_overrides:
             kwargs = {"pixel_hook": pixel_hook, "prompt_tokens": prompt_tokens, "layer_hook": layer_hook,
                       "normalize": normalize, "return_tokens": return_tokens}
-            return torch.func.functional_call(self, dict(weight_overrides), ("image", images), kwargs, strict=False)
+            return torch.func.functional_call(self, dict(weight_overrides), ("image", images), kwargs, strict=False,
+                                              tie_weights=False)  # see _OVERRIDE_NOTE
         return self._encode_image(images, pixel_hook, prompt_tokens, layer_hook, normalize, return_tokens)
 
     def _encode_image(

@@ -38,7 +38,13 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                     help="a folder with weights.json + safetensors (default: the shipped weights)")
     ev.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
     ev.add_argument("--json", action="store_true", help="print the results as JSON")
+    ev.add_argument("--record", action="store_true",
+                    help="also store the results under 'eval' in the weights folder's weights.json")
     ev.set_defaults(func=_evaluate)
+
+    ins = bsub.add_parser("install", help="copy a pretraining run's exported weights into the package")
+    ins.add_argument("run", type=Path, help="the --out folder of a finished pretraining run")
+    ins.set_defaults(func=_install)
 
     info = bsub.add_parser("info", help="config, parameter count and checksum of the shipped weights")
     info.add_argument("--weights", type=Path, default=None)
@@ -77,6 +83,18 @@ def _evaluate(args) -> int:  # noqa: ANN001
     names = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     results = evaluate_backbone(args.weights, names)
     print(json.dumps(results, indent=2) if args.json else format_report(results))
+    if args.record:
+        from vlmeft.backbone.synthclip.weights import record_eval
+
+        print(f"recorded in {record_eval(args.weights, results)}")
+    return 0
+
+
+def _install(args) -> int:  # noqa: ANN001
+    from vlmeft.backbone.synthclip.weights import install
+
+    dest = install(args.run)
+    print(f"installed {dest}")
     return 0
 
 

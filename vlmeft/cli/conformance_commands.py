@@ -1,5 +1,50 @@
-"""Placeholder until this command group lands."""
+"""`vlmeft conformance`: run the executable taxonomy (signatures + generic checks).
+
+Exit status: 0 when no cell fails, 1 when some cell fails, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
 
 
-def register(sub) -> None:  # noqa: ANN001
-    return None
+def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
+    p = sub.add_parser(
+        "conformance",
+        help="check every implemented method against its category's behavioural signature",
+        description="Run the conformance matrix: each record with its own implementation, on tiny real "
+                    "backbones, against its taxonomy leaf's signature and the generic checks.",
+    )
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table", help="output format (default table)")
+    p.add_argument("--backbone", action="append", metavar="NAME",
+                   help="backbone to run on (repeatable; default: synthclip-tiny, vlmeft-tiny-vit, vlmeft-tiny-rn)")
+    p.add_argument("--method", action="append", metavar="ID", help="only this record (repeatable)")
+    p.add_argument("--write", metavar="DIR", help="also write DIR/conformance.json and DIR/conformance.md")
+    p.add_argument("--kb", metavar="DIR", help="taxonomy folder to read (default: the shipped one)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vlmeft.conformance import report
+    from vlmeft.conformance.matrix import DEFAULT_BACKBONES, run_matrix, shared_records
+    from vlmeft.kb.load import load_kb
+
+    kb = load_kb(args.kb)
+    backbones = tuple(dict.fromkeys(args.backbone)) if args.backbone else DEFAULT_BACKBONES
+    torch.manual_seed(0)
+    cells, notes = run_matrix(kb, backbones, args.method)
+    shared = shared_records(kb)
+    if args.write:
+        for path in report.write(args.write, cells, notes, shared):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(report.to_json(cells, notes, shared), indent=1, ensure_ascii=False))
+    elif args.format == "markdown":
+        print(report.to_markdown(cells, notes, shared))
+    else:
+        print(report.to_table(cells))
+    return 1 if any(c.status == "fail" for c in cells) else 0

@@ -1,5 +1,287 @@
-"""Placeholder until this command group lands."""
+"""`vlmeft run`, `vlmeft eval`, `vlmeft params`, `vlmeft methods`: train and evaluate methods.
+
+`run` follows the protocol of :mod:`vlmeft.data.protocol`: K shots per class for
+training, ``min(K, 4)`` for validation (selection only), the full test split for the
+reported number, next to zero-shot CLIP (``zsclip``) on the same test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from vlmeft.errors import VlmeftError
+
+PROTOCOLS = ("few-shot", "base-to-novel", "cross-domain")
+# Spelled out (== vlmeft.backbone.DEFAULT_BACKBONE) so building the parser never imports torch.
+DEFAULT_BACKBONE = "synthclip-tiny"
 
 
-def register(sub) -> None:  # noqa: ANN001
-    return None
+# ----------------------------------------------------------------- helpers
+def _parse_sets(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise VlmeftError(f"expected key=value, got '{item}'", where="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _method_class(name: str, purpose: str = "classification"):  # noqa: ANN202
+    from vlmeft import registry
+
+    cls = registry.get(name)  # unknown ids raise with a suggestion
+    if purpose not in cls.tasks:
+        raise VlmeftError(
+            f"method '{name}' does {', '.join(cls.tasks)} only, not {purpose}; "
+            f"`vlmeft run` evaluates image classification"
+        )
+    return cls
+
+
+def load_task(name: str):  # noqa: ANN201
+    """A classification task by name (``imagefolder:PATH`` included); unknown names
+    raise with the nearest known ones."""
+    import difflib
+
+    from vlmeft.data.types import ClassificationTask
+
+    if name.startswith("imagefolder:"):
+        from vlmeft.data.imagefolder import load_imagefolder_task
+
+        return load_imagefolder_task(name.split(":", 1)[1])
+    try:
+        from vlmeft.data.tasks import get_task, task_names
+    except ImportError as err:  # pragma: no cover (the tasks module ships with the package)
+        raise VlmeftError(f"named tasks are unavailable ({err})", where="--task") from None
+    known = list(task_names())
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise VlmeftError(f"unknown task '{name}'{hint}; tasks: {', '.join(known)}, imagefolder:PATH", where="--task")
+    task = get_task(name)
+    if not isinstance(task, ClassificationTask):
+        raise VlmeftError(f"task '{name}' is not an image-classification task (it is for retrieval/grounding)",
+                          where="--task")
+    return task
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _emit_json(payload: dict[str, Any]) -> None:
+    print(json.dumps(payload, sort_keys=True))
+
+
+# --------------------------------------------------------------------- run
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vlmeft import registry
+    from vlmeft.backbone import load_backbone
+    from vlmeft.data import protocol
+    from vlmeft.engine import checkpoint, evaluate, fit
+
+    _method_class(args.method)
+    overrides = _parse_sets(args.set)
+    registry.get(args.method).Config().apply_overrides(overrides)  # reject bad --set before any work
+    if args.shots <= 0:
+        raise VlmeftError(f"shots must be positive, got {args.shots}", where="--shots")
+    task = load_task(args.task)
+    backbone = load_backbone(args.backbone, args.pretrained)
+    progress = not args.no_progress
+
+    if args.protocol == "base-to-novel":
+        train_task, novel_task = protocol.base_novel(task)
+    else:
+        train_task, novel_task = task, None
+    if args.protocol == "cross-domain" and not task.shifted:
+        raise VlmeftError(f"task '{args.task}' has no shifted test domains for cross-domain evaluation", where="--task")
+    train, val = protocol.few_shot_splits(train_task, args.shots, args.seed)
+
+    method = registry.build(args.method, backbone, train_task.classnames, train_task.templates, overrides, seed=args.seed)
+    report = fit(method, train, val, seed=args.seed, progress=progress)
+    if args.save:
+        checkpoint.save(method, args.save)
+
+    zs = registry.build("zsclip", backbone, train_task.classnames, train_task.templates, seed=args.seed)
+    result: dict[str, Any] = {
+        "method": args.method,
+        "task": args.task,
+        "shots": args.shots,
+        "seed": args.seed,
+        "backbone": backbone.name,
+        "pretrained": backbone.pretrained,
+        "protocol": args.protocol,
+        "trainable_params": method.num_trainable(),
+        "train_seconds": round(report.train_seconds, 3),
+        "epochs": report.epochs,
+        "steps": report.steps,
+        "best_epoch": report.best_epoch,
+        "best_val_accuracy": report.best_val_accuracy,
+        "selected": report.selected,
+        "feature_cache": report.used_feature_cache,
+    }
+    lines = [f"{args.method} on {args.task}: {args.shots} shots, seed {args.seed}, backbone {backbone.name}, "
+             f"protocol {args.protocol}"]
+    if args.protocol == "base-to-novel":
+        base_acc, zs_base = evaluate(method, train_task.test), evaluate(zs, train_task.test)
+        method.set_classnames(novel_task.classnames, novel_task.templates)
+        zs.set_classnames(novel_task.classnames, novel_task.templates)
+        novel_acc, zs_novel = evaluate(method, novel_task.test), evaluate(zs, novel_task.test)
+        hm, zs_hm = protocol.harmonic_mean(base_acc, novel_acc), protocol.harmonic_mean(zs_base, zs_novel)
+        result.update(accuracy=hm, zero_shot_accuracy=zs_hm, base_accuracy=base_acc, novel_accuracy=novel_acc,
+                      hm=hm, zero_shot_base_accuracy=zs_base, zero_shot_novel_accuracy=zs_novel, zero_shot_hm=zs_hm)
+        lines += [f"zero-shot: base {_pct(zs_base)}  novel {_pct(zs_novel)}  HM {_pct(zs_hm)}",
+                  f"adapted:   base {_pct(base_acc)}  novel {_pct(novel_acc)}  HM {_pct(hm)}"]
+    else:
+        acc, zs_acc = evaluate(method, task.test), evaluate(zs, task.test)
+        result.update(accuracy=acc, zero_shot_accuracy=zs_acc)
+        lines += [f"zero-shot accuracy: {_pct(zs_acc)}", f"adapted accuracy:   {_pct(acc)}"]
+        if args.protocol == "cross-domain":
+            domains, zs_domains = {}, {}
+            for dom, split in sorted(task.shifted.items()):
+                domains[dom], zs_domains[dom] = evaluate(method, split), evaluate(zs, split)
+                lines.append(f"  {dom}: zero-shot {_pct(zs_domains[dom])}  adapted {_pct(domains[dom])}")
+            result.update(domain_accuracy=domains, zero_shot_domain_accuracy=zs_domains)
+    lines.append(f"trainable parameters: {result['trainable_params']:,}; train time {report.train_seconds:.1f} s"
+                 + (f"; best val epoch {report.best_epoch}" if report.best_epoch else ""))
+    if args.save:
+        lines.append(f"saved checkpoint to {args.save}")
+    print("\n".join(lines))
+    if args.json:
+        _emit_json(result)
+    return 0
+
+
+# -------------------------------------------------------------------- eval
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from vlmeft.backbone import load_backbone
+    from vlmeft.data import protocol
+    from vlmeft.engine import checkpoint, evaluate
+
+    _method_class(args.method)
+    meta = checkpoint.read_config(args.checkpoint)
+    if meta["method"] != args.method:
+        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'",
+                          where=f"{args.checkpoint}/{checkpoint.CONFIG_FILE}")
+    task = load_task(args.task)
+    if args.subset != "all":
+        base, novel = protocol.base_novel(task)
+        task = base if args.subset == "base" else novel
+    saved = meta["backbone"]
+    name = args.backbone or saved.get("name")
+    pretrained = args.pretrained if args.pretrained is not None else (saved.get("pretrained") or None)
+    backbone = load_backbone(name, pretrained)
+    method = checkpoint.load(args.checkpoint, backbone, task.classnames, task.templates, method=args.method)
+    split = task.test if args.domain is None else task.shifted.get(args.domain)
+    if split is None:
+        raise VlmeftError(f"task '{args.task}' has no domain '{args.domain}'; domains: "
+                          f"{', '.join(sorted(task.shifted)) or 'none'}", where="--domain")
+    acc = evaluate(method, split)
+    print(f"{args.method} from {args.checkpoint} on {task.name} ({len(task.classnames)} classes, "
+          f"{len(split)} images): accuracy {_pct(acc)}")
+    if args.json:
+        _emit_json({"method": args.method, "task": args.task, "subset": args.subset, "domain": args.domain,
+                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "accuracy": acc})
+    return 0
+
+
+# ------------------------------------------------------------------ params
+def count_parameters(method_name: str, backbone_name: str, overrides: dict[str, str] | None = None,
+                     num_classes: int = 10, shots: int = 16) -> int:
+    """Trainable parameters of ``method_name`` on a random-init ``backbone_name``.
+    Cache-based methods first get a cache of random features (``shots x classes``)."""
+    import torch
+    import torch.nn.functional as F
+
+    from vlmeft import registry
+    from vlmeft.backbone import load_backbone
+    from vlmeft.method import Method
+
+    cls = registry.get(method_name)
+    cls.Config().apply_overrides(overrides or {})
+    if num_classes < 1 or shots < 1:
+        raise VlmeftError("--num-classes and --shots must be positive")
+    backbone = load_backbone(backbone_name, pretrained=None)
+    classnames = [f"class {i}" for i in range(num_classes)]
+    method = registry.build(method_name, backbone, classnames, ["a photo of a {}."], overrides, seed=0)
+    if type(method).fit_cache is not Method.fit_cache:
+        gen = torch.Generator().manual_seed(0)
+        feats = F.normalize(torch.randn(shots * num_classes, backbone.embed_dim, generator=gen), dim=-1)
+        labels = torch.arange(num_classes).repeat_interleave(shots)
+        method.fit_cache(feats.to(backbone.device), labels.to(backbone.device))
+    return method.num_trainable()
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    _method_class(args.method)
+    n = count_parameters(args.method, args.backbone, _parse_sets(args.set), args.num_classes, args.shots)
+    print(f"{args.method} on {args.backbone} ({args.num_classes} classes, {args.shots} shots): "
+          f"{n:,} trainable parameters")
+    print(n)
+    return 0
+
+
+# ----------------------------------------------------------------- methods
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from vlmeft import registry
+
+    rows = []
+    for name in registry.names():
+        try:
+            cls = registry.get(name)
+            rows.append((name, cls.category, "implemented", cls))
+        except (ImportError, AttributeError):
+            rows.append((name, "-", "missing", None))
+    if args.json:
+        _emit_json({n: {"category": c, "status": s,
+                        "flags": sorted(f for f in ("training_free", "frozen_image_path", "requires_vision_tokens")
+                                        if k is not None and getattr(k, f))}
+                    for n, c, s, k in rows})
+        return 0
+    width = max(len(r[0]) for r in rows)
+    for name, category, status, _ in rows:
+        print(f"{name:<{width}}  {category:<28}  {status}")
+    return 0
+
+
+# ---------------------------------------------------------------- register
+def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
+    run = sub.add_parser("run", help="train a method on a few-shot task and evaluate it against zero-shot CLIP")
+    run.add_argument("method", help="registry id, e.g. coop (see `vlmeft methods`)")
+    run.add_argument("--task", required=True, help="task name (digits, shapes, ...) or imagefolder:PATH")
+    run.add_argument("--shots", type=int, default=16, help="training images per class (default 16)")
+    run.add_argument("--seed", type=int, default=1, help="few-shot sampling and training seed (default 1)")
+    run.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"open_clip model name (default {DEFAULT_BACKBONE})")
+    run.add_argument("--pretrained", default="default", help="weights: default, none, an open_clip tag or a file path")
+    run.add_argument("--save", metavar="DIR", help="write the trained adapter checkpoint here")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    run.add_argument("--protocol", choices=PROTOCOLS, default="few-shot")
+    run.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
+
+    ev = sub.add_parser("eval", help="evaluate a saved checkpoint on a task (any class list)")
+    ev.add_argument("method")
+    ev.add_argument("--checkpoint", required=True, metavar="DIR")
+    ev.add_argument("--task", required=True)
+    ev.add_argument("--subset", choices=("all", "base", "novel"), default="all", help="classes of the task to use")
+    ev.add_argument("--domain", default=None, help="a shifted test domain of the task instead of its test split")
+    ev.add_argument("--backbone", default=None, help="default: the checkpoint's backbone")
+    ev.add_argument("--pretrained", default=None, help="default: the checkpoint's weights")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
+
+    params = sub.add_parser("params", help="count a method's trainable parameters (random init, no weights)")
+    params.add_argument("method")
+    params.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    params.add_argument("--set", action="append", metavar="KEY=VALUE")
+    params.add_argument("--num-classes", type=int, default=10)
+    params.add_argument("--shots", type=int, default=16, help="cache size per class for cache-based methods")
+    params.set_defaults(func=_cmd_params)
+
+    methods = sub.add_parser("methods", help="list registered method ids")
+    methods.add_argument("--json", action="store_true")
+    methods.set_defaults(func=_cmd_methods)

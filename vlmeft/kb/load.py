@@ -89,6 +89,11 @@ class CategoryTree:
         return list(self._nodes)
 
     @property
+    def signature_keys(self) -> dict:
+        """What each behavioural-signature key means and the values it takes."""
+        return dict(self.data.signature_keys)
+
+    @property
     def leaf_ids(self) -> list[str]:
         return [leaf.id for leaf in self.leaves]
 
@@ -97,7 +102,7 @@ class CategoryTree:
 
     def node(self, node_id: str) -> Node:
         if node_id not in self._nodes:
-            raise VlmeftError(f"unknown category '{node_id}'{_suggest(node_id, self.ids)}")
+            raise VlmeftError(f"unknown category '{node_id}'{suggest(node_id, self.ids)}")
         return self._nodes[node_id]
 
     def leaf(self, node_id: str) -> Leaf | TypeNode:
@@ -131,10 +136,10 @@ class CategoryTree:
         return out[::-1]
 
     def leaves_under(self, node_id: str) -> list[str]:
-        return [leaf for leaf in self.leaf_ids if _under(leaf, node_id)]
+        return [leaf for leaf in self.leaf_ids if is_under(leaf, node_id)]
 
 
-def _under(category: str | None, node_id: str) -> bool:
+def is_under(category: str | None, node_id: str) -> bool:
     """Whether ``category`` is ``node_id`` or lies below it (dotted-segment prefix)."""
     return bool(category) and (category == node_id or category.startswith(node_id + "."))  # type: ignore[union-attr]
 
@@ -159,7 +164,7 @@ class KnowledgeBase:
     def members(self, category_id: str) -> list[MethodRecord]:
         """Records whose primary category is ``category_id`` or a node below it."""
         self.categories.node(category_id)
-        return [r for r in self.methods.values() if _under(r.category, category_id)]
+        return [r for r in self.methods.values() if is_under(r.category, category_id)]
 
     def uncategorised(self) -> list[MethodRecord]:
         """Records with no category (the baselines)."""
@@ -179,12 +184,16 @@ class KnowledgeBase:
         """Like :meth:`resolve`, but an unknown name is an error that suggests near ids."""
         record = self.resolve(name)
         if record is None:
-            names = list(self.methods) + [a for r in self.methods.values() for a in r.aliases]
-            raise VlmeftError(f"unknown method '{name}'{_suggest(name, names)}")
+            owner = {i.casefold(): i for i in self.methods}
+            owner.update({a.casefold(): r.id for r in self.methods.values() for a in r.aliases if a.casefold() not in owner})
+            close = difflib.get_close_matches(name.casefold(), list(owner), n=6, cutoff=0.5)
+            ids = list(dict.fromkeys(owner[c] for c in close))[:3]
+            hint = f" (did you mean {', '.join(ids)}?)" if ids else ""
+            raise VlmeftError(f"unknown method '{name}'{hint}; `vlmeft list` shows all ids")
         return record
 
 
-def _suggest(name: str, candidates: Iterable[str]) -> str:
+def suggest(name: str, candidates: Iterable[str]) -> str:
     pool = list(dict.fromkeys(candidates))
     folded = {c.casefold(): c for c in pool}
     close = difflib.get_close_matches(name.casefold(), list(folded), n=3, cutoff=0.5)
@@ -238,7 +247,7 @@ def _message(err: dict[str, Any], allowed: list[str] | None) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         key = str(err["loc"][-1])
-        hint = _suggest(key, allowed or [])
+        hint = suggest(key, allowed or [])
         return f"unknown key '{key}'{hint}" + (f"; allowed: {', '.join(allowed)}" if allowed and not hint else "")
     if kind == "missing":
         return "required field is missing"
@@ -356,7 +365,7 @@ def _record_checks(item: _Loaded, kb: _Partial, sink: _Sink) -> None:
             if cat is None:
                 continue
             if cat not in tree:
-                sink.add(VlmeftError(f"unknown category '{cat}'{_suggest(cat, tree.leaf_ids)}", where=f"{doc.at(loc)} field '{_dotted(loc)}'"))
+                sink.add(VlmeftError(f"unknown category '{cat}'{suggest(cat, tree.leaf_ids)}", where=f"{doc.at(loc)} field '{_dotted(loc)}'"))
             elif not tree.is_leaf(cat):
                 sink.add(VlmeftError(
                     f"'{cat}' is not a leaf category; use one of {', '.join(tree.leaves_under(cat))}",
@@ -365,19 +374,26 @@ def _record_checks(item: _Loaded, kb: _Partial, sink: _Sink) -> None:
     if kb.tasks is not None:
         for i, task in enumerate(rec.tasks):
             if task not in kb.tasks:
-                sink.add(VlmeftError(f"unknown task '{task}'{_suggest(task, kb.tasks)}", where=f"{doc.at(('tasks', i))} field 'tasks[{i}]'"))
+                sink.add(VlmeftError(f"unknown task '{task}'{suggest(task, kb.tasks)}", where=f"{doc.at(('tasks', i))} field 'tasks[{i}]'"))
     if kb.paradigms is not None:
         paradigm = kb.paradigms.get(rec.paradigm)
         where = f"{doc.at(('paradigm',))} field 'paradigm'"
         if paradigm is None:
-            sink.add(VlmeftError(f"unknown paradigm '{rec.paradigm}'{_suggest(rec.paradigm, kb.paradigms)}", where=where))
+            sink.add(VlmeftError(f"unknown paradigm '{rec.paradigm}'{suggest(rec.paradigm, kb.paradigms)}", where=where))
         elif paradigm.family is None and rec.category:
             sink.add(VlmeftError(f"paradigm '{rec.paradigm}' is a baseline paradigm: its records carry no category", where=where))
-        elif paradigm.family is not None and not _under(rec.category, paradigm.family):
+        elif paradigm.family is not None and not is_under(rec.category, paradigm.family):
             got = f"'{rec.category}'" if rec.category else "none"
             sink.add(VlmeftError(f"paradigm '{rec.paradigm}' needs a category under '{paradigm.family}', got {got}", where=where))
     impl = rec.implementation
-    if impl is not None and impl.fidelity != "category-reference":
+    if (impl is not None and impl.fidelity == "category-reference" and tree is not None and rec.category in tree
+            and rec.category not in registry.CATEGORY_REFERENCE):
+        sink.add(VlmeftError(
+            f"category '{rec.category}' has no reference implementation (vlmeft.registry.CATEGORY_REFERENCE)",
+            where=f"{doc.at(('implementation', 'fidelity'))} field 'implementation.fidelity'",
+        ))
+    category_known = not rec.category or (tree is not None and tree.is_leaf(rec.category))
+    if impl is not None and impl.fidelity != "category-reference" and category_known:
         folder = _implementation_folder(impl.id)
         expected = rec.category.replace(".", "_") if rec.category else "baseline"
         if folder is not None and folder != expected:
@@ -389,7 +405,7 @@ def _record_checks(item: _Loaded, kb: _Partial, sink: _Sink) -> None:
 
 def _implementation_folder(method_id: str) -> str | None:
     """The methods/ sub-folder that holds ``method_id`` (from the registry's static table)."""
-    entry = getattr(registry, "_TABLE", {}).get(method_id)
+    entry = registry.location(method_id)
     return entry[0].split(".", 1)[0] if entry else None
 
 

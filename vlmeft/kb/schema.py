@@ -24,6 +24,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -224,11 +225,12 @@ class Implementation(Strict):
     id: Id
     fidelity: Fidelity
 
-    @model_validator(mode="after")
-    def _registered(self) -> Implementation:
-        if not registry.is_registered(self.id):
-            raise ValueError(f"'{self.id}' is not a registered method{registry.suggest(self.id)}")
-        return self
+    @field_validator("id")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if not registry.is_registered(value):
+            raise ValueError(f"'{value}' is not a registered method{registry.suggest(value)}")
+        return value
 
 
 _UNVERIFIED_RX = re.compile(r"^([a-z_]+)(?:\[([0-9]+)\])?(?:\.[a-z_]+)?$")
@@ -278,17 +280,15 @@ class MethodRecord(Strict):
                 "(its own, or its category's reference with fidelity category-reference)"
             )
         impl = self.implementation
-        if impl and impl.fidelity == "category-reference":
-            reference = registry.CATEGORY_REFERENCE.get(self.category or "")
-            if reference is None:
-                raise ValueError(
-                    f"field 'implementation.fidelity': category-reference needs a category with a reference implementation, "
-                    f"and '{self.category}' has none"
-                )
-            if impl.id != reference:
-                raise ValueError(
-                    f"field 'implementation.id': category-reference for {self.category} must be '{reference}', not '{impl.id}'"
-                )
+        if impl and impl.fidelity == "category-reference" and not self.category:
+            raise ValueError("field 'implementation.fidelity': category-reference needs the record to have a category")
+        reference = registry.CATEGORY_REFERENCE.get(self.category or "")
+        # A category with no reference (unknown, or a new leaf) is reported by the loader,
+        # which knows the tree and can say which of the two it is.
+        if impl and impl.fidelity == "category-reference" and reference is not None and impl.id != reference:
+            raise ValueError(
+                f"field 'implementation.id': category-reference for {self.category} must be '{reference}', not '{impl.id}'"
+            )
         for entry in self.unverified:
             m = _UNVERIFIED_RX.fullmatch(entry)
             if not m or m.group(1) not in MethodRecord.model_fields:

@@ -84,11 +84,19 @@ def mkdocs_build(site: GeneratedSite, docs_dir: Path, site_dir: Path, *, base_co
 
 def build_site(*, taxonomy: Path | None = None, out: Path | None = None, results_dir: Path | None = None,
                docs_dir: Path | None = None) -> Path:
-    """Load the KB, generate its pages into ``docs_dir/generated`` and build into ``out``."""
+    """Load the KB, generate its pages into ``docs_dir/generated`` and build into ``out``.
+
+    ``docs_dir`` defaults to the checkout's ``site/``; any other folder is first filled
+    with a copy of the hand-written pages (tests build fixtures that way).
+    """
     from vlmeft.kb.load import load_kb
 
     kb = load_kb(taxonomy)
-    docs_dir = docs_dir or REPO_ROOT / "site"
+    source = REPO_ROOT / "site"
+    if docs_dir is None:
+        docs_dir = source
+    elif docs_dir.resolve() != source.resolve():
+        copy_hand_written(source, docs_dir)
     out = out or REPO_ROOT / "build" / "site"
     results_dir = results_dir if results_dir is not None else REPO_ROOT / "results"
     site = generate(kb, docs_dir, results_dir=results_dir)

@@ -28,7 +28,9 @@ def method_tags(rec: Any) -> list[str]:
 
 def heading(rec: Any) -> str:
     name = display_name(rec)
-    return f"{md.text(name)}: {md.text(rec.title)}" if name != rec.title else md.text(rec.title)
+    if rec.title.casefold().startswith(name.casefold()):  # "AdaptFormer: Adapting ..." already names it
+        return md.text(rec.title)
+    return f"{md.text(name)}: {md.text(rec.title)}"
 
 
 def venue_text(rec: Any) -> str:

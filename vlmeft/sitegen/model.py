@@ -111,18 +111,25 @@ def leaves_under(nodes: dict[str, Node], node_id: str) -> list[str]:
 
 
 def members(kb: Any, nodes: dict[str, Node], node_id: str) -> list[Any]:
-    """Method records placed in ``node_id`` or any leaf below it, sorted by id."""
-    seen: dict[str, Any] = {}
-    for leaf in leaves_under(nodes, node_id):
-        for rec in kb.members(leaf):
-            seen.setdefault(rec.id, rec)
-    return [seen[k] for k in sorted(seen)]
+    """Records placed in ``node_id`` or a leaf below it, as primary or secondary category."""
+    leaves = set(leaves_under(nodes, node_id))
+    return [rec for _, rec in sorted(kb.methods.items())
+            if rec.category in leaves or leaves.intersection(rec.secondary_categories or [])]
 
 
 def references(kb: Any) -> dict[str, Any]:
     """The works the taxonomy's provenance cites, by id."""
     refs = first_attr(kb.categories, "references", default=None) or first_attr(kb, "references", default=[])
+    if isinstance(refs, dict):
+        return {str(k): v for k, v in refs.items()}
     return {str(first_attr(r, "id")): r for r in refs or []}
+
+
+def signature_keys(kb: Any) -> dict[str, Any]:
+    """What each behavioural-signature key means (categories.yaml ``signature_keys``)."""
+    cats = kb.categories
+    return first_attr(cats, "signature_keys", default=None) or first_attr(
+        getattr(cats, "data", {}), "signature_keys", default={}) or {}
 
 
 def topics(kb: Any) -> dict[str, Any]:
@@ -133,17 +140,22 @@ def topics(kb: Any) -> dict[str, Any]:
 
 def methods_root() -> Path:
     """The folder that holds the method modules (the vlmeft.methods package)."""
-    import vlmeft.methods as pkg  # the package __init__ is a docstring only
+    import importlib.util
 
-    return Path(pkg.__file__).resolve().parent
+    import vlmeft
+
+    spec = importlib.util.find_spec("vlmeft.methods")  # imports only vlmeft.methods' docstring __init__
+    if spec is not None and spec.origin:
+        return Path(spec.origin).resolve().parent
+    return Path(vlmeft.__file__).resolve().parents[1] / "methods"  # a source checkout
 
 
 def implementation(impl_id: str, root: Path | None = None) -> Implementation | None:
     """The registry entry ``impl_id`` with its source text, or None if not registered."""
-    table = getattr(registry, "_TABLE", {})
-    if impl_id not in table:
+    found = registry.location(impl_id)
+    if found is None:
         return None
-    module, class_name = table[impl_id]
+    module, class_name = found
     path = (root or methods_root()) / (module.replace(".", "/") + ".py")
     source = path.read_text(encoding="utf-8") if path.is_file() else None
     doc = _class_docstring(source, class_name) if source else ""
@@ -164,7 +176,7 @@ def _class_docstring(source: str, class_name: str) -> str:
 
 def category_reference(leaf_id: str) -> str | None:
     """The registry id of a leaf's reference implementation."""
-    return getattr(registry, "CATEGORY_REFERENCE", {}).get(leaf_id)
+    return registry.CATEGORY_REFERENCE.get(leaf_id)
 
 
 def display_name(rec: Any) -> str:

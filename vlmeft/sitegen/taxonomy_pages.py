@@ -6,7 +6,7 @@ import re
 
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import PATHS, Context, node_path
-from vlmeft.sitegen.model import Node, category_reference, first_attr, members, references
+from vlmeft.sitegen.model import Node, category_reference, first_attr, members, references, signature_keys
 from vlmeft.sitegen.sections import bench_section, conformance_section, implementation_section
 
 RECONSTRUCTION = (
@@ -79,7 +79,7 @@ def signature_table(ctx: Context, node: Node) -> str:
     if sig is None:
         return ""
     values = sig.model_dump() if hasattr(sig, "model_dump") else dict(sig)
-    meanings = first_attr(ctx.kb.categories, "signature_keys", default={}) or {}
+    meanings = signature_keys(ctx.kb)
     body = []
     for key, value in values.items():
         meaning = first_attr(meanings.get(key), "meaning", default="") if key in meanings else ""

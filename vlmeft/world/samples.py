@@ -63,7 +63,9 @@ def object_caption(rng: np.random.Generator, obj: dict) -> str:
     words = []
     if rng.random() < 0.4:
         words.append(obj["size"])
-    has_color = rng.random() < 0.8
+    # Colour alone often tells captions apart; leaving it out of almost half of them makes
+    # the contrastive loss depend on the shape (world-v1 kept it in 80% and learnt shapes poorly).
+    has_color = rng.random() < 0.55
     if has_color:
         words.append(obj["color"])
     noun = obj["shape"]
@@ -129,11 +131,13 @@ def render_digit(rng: np.random.Generator, digit: int | None = None, *, paper: b
     if paper:
         if uci is None:
             uci = bool(rng.random() < 0.6)
-        h = rng.uniform(22, 31) if uci else rng.uniform(16, 30)
-        cx, cy = N / 2 + rng.normal(0, 1.2, size=2)
-        mask = draw.digit_mask(digit, rng, height=h, cx=cx, cy=cy)
-        page = rng.uniform(200, 255)
-        ink = rng.uniform(0, 70)
+        # The UCI digits are size-normalised to fill their frame, with thick, dark strokes.
+        h = rng.uniform(25, 33) if uci else rng.uniform(16, 30)
+        thick = rng.uniform(0.13, 0.28) * h if uci else None
+        cx, cy = N / 2 + rng.normal(0, 1.0, size=2)
+        mask = draw.digit_mask(digit, rng, height=h, cx=cx, cy=cy, thickness=thick)
+        page = rng.uniform(225, 255) if uci else rng.uniform(190, 255)
+        ink = rng.uniform(0, 40) if uci else rng.uniform(0, 80)
         gray = page * (1 - mask) + ink * mask
         if uci:
             gray = draw.uci_like(gray)
@@ -190,21 +194,29 @@ def scene_caption(rng: np.random.Generator, objs: list[dict]) -> str:
 
 
 def render_scene(rng: np.random.Generator, n_objects: int | None = None, *,
-                 background: str | None = None, noise: float | None = None) -> Sample:
-    """Two or three objects with distinct (colour, shape) pairs; boxes in pixels."""
+                 background: str | None = None, noise: float | None = None,
+                 pairs: list[tuple[str, str]] | None = None) -> Sample:
+    """Two or three objects with distinct (colour, shape) pairs (random unless ``pairs``
+    pins them); objects come back in random order, boxes in pixels."""
+    if pairs is not None:
+        if len(set(pairs)) != len(pairs) or not 1 <= len(pairs) <= 4:
+            raise ValueError("pairs must be 1 to 4 distinct (colour, shape) pairs")
+        n_objects = len(pairs)
     n_objects = n_objects or int(rng.integers(2, 4))
     while True:
         radii = list(rng.uniform(3.5, 7.0, size=n_objects))
         centres = _place(rng, radii)
         if centres is not None:
             break
-    pairs: set[tuple[str, str]] = set()
-    while len(pairs) < n_objects:
-        pairs.add((_pick(rng, list(COLORS)), _pick(rng, SHAPES)))
+    if pairs is None:
+        chosen: set[tuple[str, str]] = set()
+        while len(chosen) < n_objects:
+            chosen.add((_pick(rng, list(COLORS)), _pick(rng, SHAPES)))
+        pairs = sorted(chosen)
     background = background or _pick(rng, BACKGROUNDS)
     img = draw.background(background, rng)
     objs = []
-    for (color, shape), r, (cx, cy) in zip(sorted(pairs), radii, centres):
+    for (color, shape), r, (cx, cy) in zip(pairs, radii, centres):
         angle = 0.0 if shape in ("circle", "ring") else rng.normal(0, 0.3)
         img = draw.composite(img, draw.shape_mask(shape, cx, cy, r, angle), _object_color(rng, color, 18.0, 1.0))
         objs.append(dict(color=color, shape=shape, cx=cx, cy=cy, r=r))

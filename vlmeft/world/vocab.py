@@ -7,7 +7,7 @@ change: it is part of every split key, so stale cached features are never reused
 
 from __future__ import annotations
 
-GENERATOR_VERSION = "world-v1"
+GENERATOR_VERSION = "world-v2"
 IMAGE_SIZE = 32
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "ring")
@@ -47,3 +47,15 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 PREFIXES = ("a", "a photo of a", "a picture of a", "an image of a", "a drawing of a")
 GENERIC_NOUNS = ("shape", "object")
 RELATIONS = ("left of", "right of", "above", "below", "and")
+
+# Function words that glue captions together.
+FUNCTION_WORDS = ("a", "an", "the", "of", "on", "at", "in", "photo", "picture", "image", "drawing", "digit",
+                  "number", "handwritten", "background", "left", "right", "top", "bottom", "center", "above",
+                  "below", "and")
+
+
+def caption_words() -> frozenset[str]:
+    """Every word a caption may contain (punctuation aside)."""
+    words: set[str] = set(FUNCTION_WORDS) | set(SHAPES) | set(COLORS) | set(SIZES) | set(BACKGROUNDS)
+    words |= set(DIGIT_WORDS) | {str(d) for d in range(10)} | set(GENERIC_NOUNS)
+    return frozenset(words)

@@ -6,7 +6,7 @@ verified); ``config_dir()`` is the folder to pass to ``open_clip.add_model_confi
 """
 
 from vlmeft.backbone.synthclip.paths import CONFIG_NAME, MEAN, STD, config_dir, model_config
-from vlmeft.backbone.synthclip.weights import checkpoint_path, shipped_info, state_dict
+from vlmeft.backbone.synthclip.weights import checkpoint_path, sha256, shipped_info, state_dict
 
-__all__ = ["CONFIG_NAME", "MEAN", "STD", "checkpoint_path", "config_dir", "model_config", "shipped_info",
+__all__ = ["CONFIG_NAME", "MEAN", "STD", "checkpoint_path", "config_dir", "model_config", "sha256", "shipped_info",
            "state_dict"]

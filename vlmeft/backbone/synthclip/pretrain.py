@@ -36,7 +36,7 @@ WEIGHTS = "synthclip-tiny.safetensors"
 
 @dataclass
 class Recipe:
-    steps: int = 1800
+    steps: int = 1500
     batch_size: int = 256
     seed: int = 0
     lr: float = 1e-3
@@ -44,7 +44,7 @@ class Recipe:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
     pool_size: int = 120_000
-    threads: int = 2
+    threads: int = 1
     checkpoint_every: int = 100
     model: str = CONFIG_NAME
     world: str = GENERATOR_VERSION
@@ -222,7 +222,7 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if (step + 1) % 50 == 0:
             log(f"step {step + 1}/{recipe.steps} loss {np.mean(losses[-50:]):.4f} "
-                f"lr {lr_at(step, recipe):.2e} scale {float(scale):.1f} wall {wall:.0f}s")
+                f"lr {lr_at(step, recipe):.2e} scale {float(scale.detach()):.1f} wall {wall:.0f}s")
         if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == end:
             save_checkpoint(step + 1)
     bar.close()

@@ -60,3 +60,43 @@ def checkpoint_path(folder: Path | None = None) -> Path:
     tmpm.write_text(compact.sha256_file(path) + "\n")
     os.replace(tmpm, mark)
     return path
+
+
+def sha256(folder: Path | None = None) -> str:
+    """The recorded sha256 of the shipped weights file (verified whenever it is loaded)."""
+    return str(shipped_info(folder)["sha256"])
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def record_eval(folder: Path | None, results: dict) -> Path:
+    """Store evaluation results under ``eval`` in a weights folder's weights.json."""
+    folder = Path(folder or HERE)
+    info = shipped_info(folder)
+    info["eval"] = {k: v for k, v in results.items() if k not in ("backbone", "weights")}
+    _write_json(folder / "weights.json", info)
+    return folder / "weights.json"
+
+
+def install(run: Path, dest_dir: Path | None = None) -> Path:
+    """Copy a finished run's weights + weights.json into the package (or ``dest_dir``),
+    checksum verified."""
+    import shutil
+
+    run = Path(run)
+    dest_dir = Path(dest_dir or HERE)
+    info = shipped_info(run)
+    src = run / info["file"]
+    got = compact.sha256_file(src) if src.is_file() else None
+    if got != info["sha256"]:
+        raise VlmeftError("exported weights missing or not matching their sha256", where=str(src))
+    dest = dest_dir / info["file"]
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    _write_json(dest_dir / "weights.json", info)
+    return dest

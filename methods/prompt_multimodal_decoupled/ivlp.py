@@ -1,0 +1,94 @@
+"""# IVLP: Independent Vision-Language Prompting
+
+*The deep independent V-L prompting baseline of Khattak, Rasheed, Maaz, Khan, Khan.
+"MaPLe: Multi-modal Prompt Learning", CVPR 2023 (arXiv 2210.03117).*
+
+IVLP learns prompts in both towers at once, with no link between them. The text tower
+gets CoOp-style context after SOS; the image tower gets VPT-style tokens after the
+patches. Both are *deep*: for every layer $i < J$ each tower owns prompts that replace
+the previous layer's prompt outputs,
+
+$$[\\text{SOS}, \\_, W_i] = L_i([\\text{SOS}, T_{i-1}, W_{i-1}]), \\qquad
+[x_{cls}, E_i, \\_] = V_i([x_{cls}, E_{i-1}, \\tilde P_{i-1}]),$$
+
+with $T_i$ and $\\tilde P_i$ independent parameters. This is MaPLe without the coupling,
+which is what makes it the reference of the *decoupled* multimodal category: the image
+prompts do not depend on the text prompts (the tests check their gradient is zero).
+
+Cost: both towers forward and backward every step, so no feature can be cached.
+
+What this version follows: the MaPLe repository's IVLP (2 text + 2 vision tokens, depth
+12 in both towers, text init "a photo of a", lr 0.0035, 5 epochs, batch 4). Depths are
+clipped to each tower's layer count (:func:`vlmeft.prompting.resolve_depth`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from vlmeft.backbone.wrapper import Backbone
+from vlmeft.errors import VlmeftError
+from vlmeft.method import Method, MethodConfig
+from vlmeft.prompting import TextPromptLearner, deep_prompt_hook, prompt_stack, resolve_depth
+
+
+@dataclass
+class Config(MethodConfig):
+    """The MaPLe repository's IVLP recipe (IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml)."""
+
+    epochs: int = 5
+    batch_size: int = 4
+    lr: float = 0.0035
+    n_ctx_text: int = 2
+    n_ctx_vision: int = 2
+    ctx_init: str = "a photo of a"  # initialises the input-layer text context
+    depth_text: int = 12  # layers carrying text prompts (clipped to the text tower)
+    depth_vision: int = 12  # layers carrying vision prompts (clipped to the image tower)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.n_ctx_vision < 1:
+            raise VlmeftError(f"n_ctx_vision must be at least 1, got {self.n_ctx_vision}", where="--set")
+
+
+class IVLP(Method):
+    """Deep prompts in both towers, learned independently."""
+
+    name = "ivlp"
+    category = "prompt.multimodal.decoupled"
+    Config = Config
+    requires_vision_tokens = True
+    frozen_image_path = False
+
+    def __init__(
+        self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], config: Config | None = None
+    ) -> None:
+        super().__init__(backbone, classnames, templates, config)
+        cfg = self.config
+        cfg.validate()
+        self.depth_text = resolve_depth(cfg.depth_text, backbone.text_layers, field="depth_text", tower="text")
+        self.depth_vision = resolve_depth(cfg.depth_vision, backbone.vision_layers, field="depth_vision", tower="image")
+        self.prompt_learner = TextPromptLearner(backbone, self.classnames, n_ctx=cfg.n_ctx_text, ctx_init=cfg.ctx_init)
+        self.text_prompts = prompt_stack(self.depth_text - 1, cfg.n_ctx_text, backbone.text_width, backbone)
+        self.vision_prompts = prompt_stack(self.depth_vision, cfg.n_ctx_vision, backbone.vision_width, backbone)
+        self.build_class_state()
+
+    def build_class_state(self) -> None:
+        self.prompt_learner.set_classnames(self.classnames)
+
+    def text_prompt_parameters(self) -> list[nn.Parameter]:
+        """Text-side prompts: the input context and the deeper per-layer prompts."""
+        return [self.prompt_learner.ctx, *self.text_prompts]
+
+    def text_features(self, image_features: Tensor | None = None) -> Tensor:
+        hook = deep_prompt_hook(list(self.text_prompts), "after_sos")
+        return self.prompt_learner.encode(self.prompt_learner(), layer_hook=hook)
+
+    def image_features(self, images: Tensor) -> Tensor:
+        hook = deep_prompt_hook(list(self.vision_prompts)[1:], "end")
+        return self.backbone.encode_image(
+            images, prompt_tokens=self.vision_prompts[0].unsqueeze(0), layer_hook=hook, normalize=True
+        )

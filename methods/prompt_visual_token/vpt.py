@@ -1,0 +1,81 @@
+"""# VPT: Visual Prompt Tuning (shallow and deep)
+
+*Jia, Tang, Chen, Cardie, Belongie, Hariharan, Lim. "Visual Prompt Tuning", ECCV 2022
+(arXiv 2203.12119).*
+
+VPT adapts a frozen vision transformer by adding $p$ learnable tokens to its input
+sequence. *Shallow* VPT inserts them once, before the first block; *deep* VPT gives
+every block $i$ its own prompts $P_i \\in \\mathbb{R}^{p\\times D_v}$, which replace the
+outputs of the previous block's prompts:
+
+$$[x_{cls}, X_{patch}, \\_\\,] = B_i([x_{cls}, X_{patch}, P_{i-1}]).$$
+
+The prompts never reach the pooled output directly (the class token does), they steer
+it through attention. For CLIP the text side stays frozen: the classifier is the
+zero-shot text embedding, computed once and cached, so the per-step cost is a forward
+and backward pass through the image tower only.
+
+What this version follows: the VPT baseline of the MaPLe repository (prompts appended
+after the patch tokens and before ``ln_pre``, N(0, 0.02^2) init, 8 tokens, depth 12 on
+ViT-B/16, lr 0.0025). The original paper's VPT prepends the prompts after the class
+token, uses Xavier init and a classification head; CLIP's zero-shot classifier replaces
+the head. Deep prompts use every layer of the tower (``deep``); shallow uses one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from vlmeft.backbone.wrapper import Backbone
+from vlmeft.errors import VlmeftError
+from vlmeft.method import Method, MethodConfig
+from vlmeft.prompting import deep_prompt_hook, prompt_stack
+
+
+@dataclass
+class Config(MethodConfig):
+    """The MaPLe repository's deep-VPT recipe (VPT/vit_b16_c2_ep5_batch4_4.yaml): 8 tokens in
+    all 12 layers, SGD lr 0.0025, 5 epochs, batch 4."""
+
+    epochs: int = 5
+    batch_size: int = 4
+    lr: float = 0.0025
+    n_tokens: int = 8  # prompt tokens per layer
+    deep: bool = True  # prompts in every layer (deep) or only at the input (shallow)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.n_tokens < 1:
+            raise VlmeftError(f"n_tokens must be at least 1, got {self.n_tokens}", where="--set")
+
+
+class VPT(Method):
+    """Learnable vision tokens; text features are the cached frozen zero-shot weights."""
+
+    name = "vpt"
+    category = "prompt.visual.token"
+    Config = Config
+    requires_vision_tokens = True
+    frozen_image_path = False
+
+    def __init__(
+        self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], config: Config | None = None
+    ) -> None:
+        super().__init__(backbone, classnames, templates, config)
+        cfg = self.config
+        cfg.validate()
+        self.depth = backbone.vision_layers if cfg.deep else 1
+        # prompts[0] enters with the input; prompts[i] replaces them before block i.
+        self.prompts = prompt_stack(self.depth, cfg.n_tokens, backbone.vision_width, backbone)
+        self.build_class_state()
+
+    def image_features(self, images: Tensor) -> Tensor:
+        hook = deep_prompt_hook(list(self.prompts)[1:], "end") if self.depth > 1 else None
+        return self.backbone.encode_image(
+            images, prompt_tokens=self.prompts[0].unsqueeze(0), layer_hook=hook, normalize=True
+        )
+
+    # text_features: the base class's cached zero-shot weights (frozen text side).

@@ -1,0 +1,155 @@
+"""VP (pixel padding prompt) and the red-circle marker prompt, on tiny real backbones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vlmeft import registry
+from vlmeft.data.types import GroundingSample
+from vlmeft.errors import VlmeftError
+
+CLASSES = ["red circle", "blue square", "green triangle"]
+TEMPLATES = ["a photo of a {}."]
+
+
+# ---------------------------------------------------------------------- VP
+def test_vp_pad_scales_with_image_size_and_matches_paper_count() -> None:
+    from vlmeft.methods.prompt_visual_pixel.vp import PaddingPrompt, scaled_pad
+
+    assert scaled_pad(224) == 30 and scaled_pad(32) == 4 and scaled_pad(8) == 1
+    assert scaled_pad(32, pad=2) == 2
+    with pytest.raises(VlmeftError):
+        scaled_pad(32, pad=16)
+    prompt = PaddingPrompt(224, 30, device=torch.device("cpu"), dtype=torch.float32)
+    assert sum(p.numel() for p in prompt.parameters()) == 69840  # the paper's ViT-B/16 setting
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_rn"])
+def test_vp_edits_only_the_border_and_keeps_text_frozen(fixture: str, request: pytest.FixtureRequest) -> None:
+    bb = request.getfixturevalue(fixture)
+    torch.manual_seed(0)
+    vp = registry.get("vp")(bb, CLASSES, TEMPLATES)
+    pad = vp.prompt.pad
+    assert pad == 4
+    images = torch.randn(2, 3, bb.image_size, bb.image_size)
+    edited = vp.prompt(images)
+    inside = (slice(None), slice(None), slice(pad, -pad), slice(pad, -pad))
+    assert torch.equal(edited[inside], images[inside])
+    assert (edited - images).abs().amax(dim=1)[:, :pad].min() > 0  # every border pixel moves
+    assert torch.equal(vp.text_features(), bb.zero_shot_weights(CLASSES, TEMPLATES))
+    logits = vp(images)
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+    vp(images).logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vp.trainable_parameters())
+    assert not any(p.requires_grad for p in bb.model.parameters())
+
+
+def test_vp_paper_defaults_and_wrong_size() -> None:
+    from vlmeft.methods.prompt_visual_pixel.vp import Config, VisualPrompt
+
+    cfg = Config()
+    assert (cfg.lr, cfg.epochs, cfg.optimizer, cfg.weight_decay, cfg.batch_size) == (40.0, 1000, "sgd", 0.0, 256)
+    assert VisualPrompt.category == "prompt.visual.pixel" and not VisualPrompt.requires_vision_tokens
+    with pytest.raises(VlmeftError, match="pad"):
+        cfg.apply_overrides({"pad": "-1"})
+
+
+def test_vp_rejects_images_of_another_size(tiny_vit) -> None:  # noqa: ANN001
+    vp = registry.get("vp")(tiny_vit, CLASSES, TEMPLATES)
+    with pytest.raises(VlmeftError, match="32 px"):
+        vp(torch.randn(1, 3, 40, 40))
+
+
+# -------------------------------------------------------------- red circle
+def _scene(seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    boxes = np.array([[2, 2, 12, 12], [18, 4, 30, 14], [8, 18, 20, 30]], np.float32)
+    return image, boxes
+
+
+def test_red_circle_refuses_classification(tiny_vit) -> None:  # noqa: ANN001
+    rc = registry.get("red-circle")(tiny_vit)
+    assert rc.tasks == ("grounding",) and rc.training_free and rc.num_trainable() == 0
+    with pytest.raises(VlmeftError, match="grounding"):
+        rc(torch.randn(1, 3, 32, 32))
+
+
+def test_red_circle_draws_only_on_the_marker(tiny_vit) -> None:  # noqa: ANN001
+    rc = registry.get("red-circle")(tiny_vit)
+    image, boxes = _scene(0)
+    marked = rc.mark(torch.from_numpy(image).permute(2, 0, 1).float() / 255, boxes)  # [K, 3, S, S]
+    plain = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(tiny_vit.mean).view(3, 1, 1)) / torch.tensor(
+        tiny_vit.std).view(3, 1, 1)
+    masks = rc.marker_mask(boxes, image.shape[:2])
+    assert masks.shape == (3, 32, 32)
+    for k in range(3):
+        changed = (marked[k] - plain).abs().amax(dim=0) > 1e-6
+        assert changed.any()
+        assert not (changed & ~masks[k]).any()  # nothing outside the ring
+        # the ring is drawn in the marker colour (red) wherever it is
+        red = (torch.tensor([1.0, 0, 0]) - torch.tensor(tiny_vit.mean)) / torch.tensor(tiny_vit.std)
+        assert torch.allclose(marked[k][:, masks[k]], red.view(3, 1).expand(3, int(masks[k].sum())), atol=1e-5)
+
+
+def test_red_circle_maps_boxes_when_resizing(tiny_vit) -> None:  # noqa: ANN001
+    rc = registry.get("red-circle")(tiny_vit)
+    big = rc.marker_mask(np.array([[0, 0, 64, 64]], np.float32), (64, 64))
+    small = rc.marker_mask(np.array([[0, 0, 32, 32]], np.float32), (32, 32))
+    assert torch.equal(big, small)
+
+
+def test_red_circle_ground_scores_and_prior(tiny_vit) -> None:  # noqa: ANN001
+    rc = registry.get("red-circle")(tiny_vit)
+    scenes = [_scene(i) for i in range(3)]
+    images = np.stack([s[0] for s in scenes])
+    exprs = ["the red circle", "the blue square", "the green star"]
+    plain = rc.ground(images, [s[1] for s in scenes], exprs)
+    assert [tuple(s.shape) for s in plain] == [(3,)] * 3
+    rc.set_negatives(exprs)
+    with_prior = rc.ground(images, [s[1] for s in scenes], exprs)
+    assert not torch.allclose(plain[0], with_prior[0])
+    # scores do not depend on how samples are batched (negatives are fixed)
+    one = [rc.ground(images[i : i + 1], [scenes[i][1]], [exprs[i]])[0] for i in range(3)]
+    for a, b in zip(with_prior, one):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(VlmeftError, match="one box list"):
+        rc.ground(images, [scenes[0][1]], exprs)
+
+
+def test_red_circle_runs_on_a_resnet_tower(tiny_rn) -> None:  # noqa: ANN001
+    rc = registry.get("red-circle")(tiny_rn)
+    image, boxes = _scene(1)
+    scores = rc.ground(image[None], [boxes], ["the red circle"])
+    assert scores[0].shape == (3,) and torch.isfinite(scores[0]).all()
+
+
+def test_grounding_accuracy_counts_hits(tiny_vit, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from vlmeft.methods.prompt_visual_annotation.red_circle import grounding_accuracy, random_choice_accuracy
+
+    rc = registry.get("red-circle")(tiny_vit)
+    samples = [GroundingSample(*_scene(i), expression=f"e{i}", target=i % 3) for i in range(6)]
+    # A stub scorer that always prefers box 0 hits exactly the samples whose target is 0.
+    monkeypatch.setattr(rc, "ground", lambda images, boxes, exprs: [torch.tensor([1.0, 0.0, 0.0])] * len(exprs))
+    assert grounding_accuracy(rc, samples) == pytest.approx(2 / 6)
+    assert random_choice_accuracy(samples) == pytest.approx(1 / 3)
+    assert rc.negatives == sorted(f"e{i}" for i in range(6))
+
+
+def test_red_circle_beats_random_on_scenes_with_synthclip() -> None:
+    """With the shipped pretrained backbone, marking boxes must beat choosing at random."""
+    from tests.conftest import synthclip_available
+
+    if not synthclip_available():
+        pytest.skip("synthclip-tiny weights are not installed in this checkout")
+    from vlmeft.backbone import load_backbone
+    from vlmeft.data.tasks import get_task
+    from vlmeft.methods.prompt_visual_annotation.red_circle import grounding_accuracy, random_choice_accuracy
+
+    task = get_task("scenes")
+    samples = task.grounding[:200]
+    rc = registry.get("red-circle")(load_backbone("synthclip-tiny"))
+    acc, chance = grounding_accuracy(rc, samples), random_choice_accuracy(samples)
+    assert acc > chance + 0.05, (acc, chance)

@@ -1,0 +1,126 @@
+"""Benchmark profiles: which cells a run holds and the budget settings they train with.
+
+A profile names, per protocol, the tasks and shot counts to measure, the seeds, and
+per-method config overrides. The overrides are a **budget choice**, not tuning: the
+papers' schedules (CoOp's 200 epochs, CoCoOp's per-image text pass, ...) do not fit
+the time limits below on a 2-core CPU, so some methods train for fewer epochs than
+their paper says. Every override is listed here and stored in each results file's
+``config``, so a reader can see exactly what was run.
+
+Budgets (2 CPU cores, ``--threads 2``, shipped synthclip-tiny backbone):
+
+- ``test``: a handful of cells in seconds; for the test suite.
+- ``quick``: at most 3 minutes; CI's smoke test.
+- ``full``: at most 30 minutes; its results are committed under ``results/bench/``.
+
+The configuration that decides a cell's result (overrides, protocol settings, schema)
+is hashed into the results file's name; which methods, tasks, shots and seeds are
+selected is not, so a partial run and a later complete run fill the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmeft.errors import VlmeftError
+
+PROTOCOLS = ("few-shot", "base-to-novel", "cross-domain", "retrieval", "grounding")
+# Protocols that train on k shots per class; the others evaluate without training (shots = 0).
+SHOT_PROTOCOLS = ("few-shot", "base-to-novel", "cross-domain")
+# Bump when the way a cell is measured changes (vlmeft/bench/cells.py): it is hashed into
+# the version, so old cells are not mixed with new ones.
+MEASUREMENT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProtocolPlan:
+    """One protocol of a profile: its tasks and shot counts (empty for zero-shot protocols)."""
+
+    protocol: str
+    tasks: tuple[str, ...]
+    shots: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    plans: tuple[ProtocolPlan, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...] | None = None  # None: every registered method that applies
+    # Per-method config overrides (strings, as ``--set`` takes them); "*" applies to all.
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    budget_seconds: int = 0  # the wall-time target on 2 cores (documentation; measured, not enforced)
+
+    def overrides_for(self, method: str) -> dict[str, str]:
+        return {**self.overrides.get("*", {}), **self.overrides.get(method, {})}
+
+    def config(self) -> dict[str, Any]:
+        """What decides a cell's result, as JSON-able data (hashed into the version)."""
+        return {
+            "profile": self.name,
+            "measurement": MEASUREMENT_VERSION,
+            "overrides": {m: dict(sorted(o.items())) for m, o in sorted(self.overrides.items())},
+        }
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# Epoch counts below were measured to fit the budgets (see results/bench/SUMMARY.md).
+_QUICK_EPOCHS = {"coop": "20", "cocoop": "5", "kgcoop": "20", "clip-adapter": "20", "tip-adapter-f": "20",
+                 "linear-probe": "50"}
+_FULL_EPOCHS: dict[str, str] = {}
+
+PROFILES: dict[str, Profile] = {
+    "test": Profile(
+        name="test",
+        description="seconds: zero-shot CLIP, a linear probe and CoOp (2 epochs) on digits, 1-2 shots, "
+                    "2 seeds (for tests)",
+        plans=(ProtocolPlan("few-shot", ("digits",), (1, 2)),),
+        seeds=(1, 2),
+        methods=("zsclip", "linear-probe", "coop"),
+        overrides={"coop": {"epochs": "2", "n_ctx": "4"}},
+        budget_seconds=30,
+    ),
+    "quick": Profile(
+        name="quick",
+        description="CI smoke test (<= 3 min on 2 cores): a few fast methods, digits few-shot, "
+                    "base-to-novel on shapes, grounding",
+        plans=(
+            ProtocolPlan("few-shot", ("digits",), (1, 4, 16)),
+            ProtocolPlan("base-to-novel", ("shapes",), (16,)),
+            ProtocolPlan("grounding", ("scenes",)),
+        ),
+        seeds=(1, 2),
+        methods=("zsclip", "linear-probe", "coop", "kgcoop", "clip-adapter", "tip-adapter", "tip-adapter-f",
+                 "red-circle"),
+        overrides={m: {"epochs": e} for m, e in _QUICK_EPOCHS.items()},
+        budget_seconds=180,
+    ),
+    "full": Profile(
+        name="full",
+        description="the committed benchmark (<= 30 min on 2 cores): all methods, few-shot curves on digits "
+                    "and shapes, base-to-novel, cross-domain, retrieval and grounding, seeds 1-3",
+        plans=(
+            ProtocolPlan("few-shot", ("digits", "shapes"), (1, 2, 4, 8, 16)),
+            ProtocolPlan("base-to-novel", ("colors",), (16,)),
+            ProtocolPlan("cross-domain", ("color-shape",), (16,)),
+            ProtocolPlan("retrieval", ("scenes",)),
+            ProtocolPlan("grounding", ("scenes",)),
+        ),
+        seeds=(1, 2, 3),
+        overrides={m: {"epochs": e} for m, e in _FULL_EPOCHS.items()},
+        budget_seconds=1800,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise VlmeftError(f"unknown profile '{name}'; profiles: {', '.join(PROFILES)}", where="--profile")
+    return PROFILES[name]

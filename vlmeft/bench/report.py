@@ -1,0 +1,260 @@
+"""Tables from benchmark rows: mean ± std over seeds, as Markdown (README, site, terminal).
+
+Aggregation is over seeds only: rows that share ``(backbone, method, task, protocol,
+shots)`` form one group. Means and (population) standard deviations come from
+:func:`vlmeft.data.protocol.mean_std`; the HM of a group is the harmonic mean of its
+mean base and mean novel accuracies (:func:`vlmeft.data.protocol.base_novel_hm`, the
+literature's convention), its ± the std of the per-seed HMs. Values print as
+percentages.
+
+Zero-shot cells (``shots == 0``: methods that use no training images) appear in every
+shot column of a table, marked ``*``, since their value does not depend on shots.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlmeft.bench.store import read_results, results_files
+from vlmeft.errors import VlmeftError
+
+Stat = tuple[float, float, int]  # mean, std, number of seeds
+
+
+def load_rows(folder: Path, profile: str | None = None) -> list[dict[str, Any]]:
+    """Rows of every results file in ``folder`` (of ``profile`` only, if given)."""
+    rows: list[dict[str, Any]] = []
+    files = results_files(folder)
+    for path in files:
+        doc = read_results(path)
+        if profile is None or doc.get("profile") == profile:
+            rows += doc["rows"]
+    if not rows:
+        which = f" of profile '{profile}'" if profile else ""
+        raise VlmeftError(f"no benchmark results{which} here; run `vlmeft bench` first", where=str(folder))
+    return rows
+
+
+class Groups:
+    """Rows grouped over seeds, with lookups by (method, task, protocol, shots)."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            self.groups[(row["method"], row["task"], row["protocol"], int(row["shots"]))].append(row)
+
+    def rows(self, method: str, task: str, protocol: str, shots: int) -> list[dict[str, Any]]:
+        """The group, falling back to the method's zero-shot group (shots 0)."""
+        return self.groups.get((method, task, protocol, shots)) or self.groups.get((method, task, protocol, 0), [])
+
+    def stat(self, method: str, task: str, protocol: str, shots: int, metric: str) -> Stat | None:
+        from vlmeft.data import protocol as proto
+
+        members = self.rows(method, task, protocol, shots)
+        if metric == "hm":
+            pairs = [(r["base"], r["novel"]) for r in members if r.get("base") is not None and r.get("novel") is not None]
+            if not pairs:
+                return None
+            mean = proto.base_novel_hm([b for b, _ in pairs], [n for _, n in pairs])["hm"]
+            _, std = proto.mean_std([proto.harmonic_mean(b, n) for b, n in pairs])
+            return mean, std, len(pairs)
+        values = [_metric(r, metric) for r in members]
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        mean, std = proto.mean_std(values)
+        return mean, std, len(values)
+
+    def zero_shot_only(self, method: str, task: str, protocol: str) -> bool:
+        keys = [k for k in self.groups if k[:3] == (method, task, protocol)]
+        return bool(keys) and all(k[3] == 0 for k in keys)
+
+    def methods(self, task: str, protocol: str) -> list[str]:
+        return sorted({k[0] for k in self.groups if k[1] == task and k[2] == protocol})
+
+    def tasks(self, protocol: str) -> list[str]:
+        return sorted({k[1] for k in self.groups if k[2] == protocol})
+
+    def shots(self, task: str, protocol: str) -> list[int]:
+        return sorted({k[3] for k in self.groups if k[1] == task and k[2] == protocol and k[3] > 0})
+
+
+def _metric(row: dict[str, Any], metric: str) -> float | None:
+    if metric.startswith("domain:"):
+        value = (row.get("domains") or {}).get(metric.split(":", 1)[1])
+    else:
+        value = row.get(metric)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def pct(stat: Stat | None, *, star: bool = False) -> str:
+    if stat is None:
+        return "–"
+    mean, std, n = stat
+    text = f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if n > 1 else "")
+    return text + ("*" if star else "")
+
+
+def _table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def _by_score(methods: list[str], score: Any) -> list[str]:
+    return sorted(methods, key=lambda m: (-(score(m) if score(m) is not None else -1.0), m))
+
+
+def _first(stat: Stat | None) -> float | None:
+    return stat[0] if stat else None
+
+
+# --------------------------------------------------------------------- tables
+def few_shot_table(g: Groups, task: str, protocol: str = "few-shot") -> str:
+    shots = g.shots(task, protocol)
+    top = shots[-1] if shots else 0
+    methods = _by_score(g.methods(task, protocol), lambda m: _first(g.stat(m, task, protocol, top, "accuracy")))
+    body = []
+    for m in methods:
+        star = g.zero_shot_only(m, task, protocol)
+        cols = [pct(g.stat(m, task, protocol, k, "accuracy"), star=star) for k in shots or [0]]
+        body.append([m, *cols])
+    heads = [f"{k}-shot" for k in shots] or ["zero-shot"]
+    return _table(["method", *heads], body)
+
+
+def base_to_novel_table(g: Groups, task: str) -> str:
+    p = "base-to-novel"
+    body = []
+    for k in g.shots(task, p) or [0]:
+        zs_novel = _first(g.stat("zsclip", task, p, k, "novel"))
+        methods = _by_score(g.methods(task, p), lambda m, k=k: _first(g.stat(m, task, p, k, "hm")))
+        for m in methods:
+            novel = g.stat(m, task, p, k, "novel")
+            delta = "–" if novel is None or zs_novel is None else f"{100 * (novel[0] - zs_novel):+.1f}"
+            star = g.zero_shot_only(m, task, p)
+            body.append([m, str(k), pct(g.stat(m, task, p, k, "base"), star=star), pct(novel, star=star),
+                         pct(g.stat(m, task, p, k, "hm"), star=star), delta])
+    return _table(["method", "shots", "base", "novel", "HM", "novel vs zero-shot"], body)
+
+
+def cross_domain_table(g: Groups, task: str) -> str:
+    p = "cross-domain"
+    domains = sorted({d for (m, t, q, _), rows in g.groups.items() if t == task and q == p
+                      for r in rows for d in (r.get("domains") or {})})
+    body = []
+    for k in g.shots(task, p) or [0]:
+        methods = _by_score(g.methods(task, p), lambda m, k=k: _first(g.stat(m, task, p, k, "shifted_mean")))
+        for m in methods:
+            star = g.zero_shot_only(m, task, p)
+            body.append([m, str(k), pct(g.stat(m, task, p, k, "accuracy"), star=star),
+                         *(pct(g.stat(m, task, p, k, f"domain:{d}"), star=star) for d in domains),
+                         pct(g.stat(m, task, p, k, "shifted_mean"), star=star)])
+    return _table(["method", "shots", "source", *domains, "shifted mean"], body)
+
+
+def retrieval_table(g: Groups, task: str) -> str:
+    p = "retrieval"
+    keys = ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")
+    methods = _by_score(g.methods(task, p), lambda m: _first(g.stat(m, task, p, 0, "r1")))
+    body = [[m, *(pct(g.stat(m, task, p, 0, key)) for key in keys)] for m in methods]
+    return _table(["method", "image→text R@1", "image→text R@5", "text→image R@1", "text→image R@5"], body)
+
+
+def grounding_table(g: Groups, task: str) -> str:
+    p = "grounding"
+    methods = _by_score(g.methods(task, p), lambda m: _first(g.stat(m, task, p, 0, "accuracy")))
+    body = []
+    for m in methods:
+        rows = g.rows(m, task, p, 0)
+        variant = str(rows[0].get("variant") or "") if rows else ""
+        body.append([m, variant or "–", pct(g.stat(m, task, p, 0, "accuracy")), pct(g.stat(m, task, p, 0, "chance"))])
+    return _table(["method", "variant", "accuracy", "chance"], body)
+
+
+def cost_table(g: Groups) -> str:
+    """Trainable parameters and training seconds, from the few-shot rows."""
+    p = "few-shot"
+    body = []
+    for task in g.tasks(p):
+        shots = g.shots(task, p)
+        for m in sorted(g.methods(task, p)):
+            rows = g.rows(m, task, p, shots[-1] if shots else 0)
+            params = rows[0].get("trainable_params") if rows else None
+            secs = [g.stat(m, task, p, k, "train_seconds") for k in shots]
+            body.append([m, task, f"{int(params):,}" if params is not None else "–",
+                         *(f"{s[0]:.2f}" if s else "–" for s in secs)])
+        heads = [f"train s, {k}-shot" for k in shots]
+        return _table(["method", "task", "trainable params", *heads], body)  # the first few-shot task
+    return ""
+
+
+def headline_table(rows: Sequence[dict[str, Any]]) -> str:
+    """One row per method: its headline number under each protocol and task measured."""
+    g = Groups(rows)
+    columns: list[tuple[str, Any]] = []  # (header, method -> cell)
+
+    def col(header: str, task: str, protocol: str, shots: int, metric: str) -> None:
+        columns.append((header, lambda m: pct(g.stat(m, task, protocol, shots, metric),
+                                               star=g.zero_shot_only(m, task, protocol))))
+
+    for task in g.tasks("few-shot"):
+        top = (g.shots(task, "few-shot") or [0])[-1]
+        col(f"{task} {top}-shot", task, "few-shot", top, "accuracy")
+    for task in g.tasks("base-to-novel"):
+        top = (g.shots(task, "base-to-novel") or [0])[-1]
+        col(f"{task} base", task, "base-to-novel", top, "base")
+        col(f"{task} novel", task, "base-to-novel", top, "novel")
+        col(f"{task} HM", task, "base-to-novel", top, "hm")
+    for task in g.tasks("cross-domain"):
+        top = (g.shots(task, "cross-domain") or [0])[-1]
+        col(f"{task} source", task, "cross-domain", top, "accuracy")
+        col(f"{task} shifted", task, "cross-domain", top, "shifted_mean")
+    for task in g.tasks("retrieval"):
+        col(f"{task} R@1", task, "retrieval", 0, "r1")
+    for task in g.tasks("grounding"):
+        col(f"{task} grounding", task, "grounding", 0, "accuracy")
+    methods = sorted({k[0] for k in g.groups})
+    cost_task = (g.tasks("few-shot") or [None])[0]
+    body = []
+    for m in methods:
+        cells = [fn(m) for _, fn in columns]
+        params = "–"
+        if cost_task is not None:
+            top = (g.shots(cost_task, "few-shot") or [0])[-1]
+            members = g.rows(m, cost_task, "few-shot", top)
+            if members:
+                params = f"{int(members[0].get('trainable_params') or 0):,}"
+        body.append([m, *cells, params])
+    return _table(["method", *(h for h, _ in columns), "trainable params"], body)
+
+
+def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The headline table, then one table per protocol and task, then the cost table."""
+    g = Groups(rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    out = ["## Headline\n\n",
+           f"Mean ± std over seeds ({', '.join(map(str, seeds))}), percentages; `*` = zero-shot "
+           "(no training images, one deterministic run). Few-shot and cross-domain at the largest "
+           "shot count measured.\n\n",
+           headline_table(rows), "\n"]
+    for task in g.tasks("few-shot"):
+        out += [f"## Few-shot accuracy: {task}\n\n", few_shot_table(g, task), "\n"]
+    for task in g.tasks("base-to-novel"):
+        out += [f"## Base-to-novel: {task}\n\n",
+                "HM = harmonic mean of the mean base and mean novel accuracies; ± = std of per-seed HMs.\n\n",
+                base_to_novel_table(g, task), "\n"]
+    for task in g.tasks("cross-domain"):
+        out += [f"## Cross-domain: {task}\n\n", "Trained on the source domain, tested on each shifted one.\n\n",
+                cross_domain_table(g, task), "\n"]
+    for task in g.tasks("retrieval"):
+        out += [f"## Retrieval: {task}\n\n", retrieval_table(g, task), "\n"]
+    for task in g.tasks("grounding"):
+        out += [f"## Grounding: {task}\n\n", grounding_table(g, task), "\n"]
+    cost = cost_table(g)
+    if cost:
+        out += ["## Cost\n\n", cost, "\n"]
+    return "".join(out)

@@ -1,0 +1,117 @@
+"""The benchmark loop: plan the cells, skip the finished ones, run the rest, save each.
+
+Each finished cell is written to the results file before the next one starts
+(:class:`~vlmeft.bench.store.ResultStore`), so a run stopped by Ctrl-C, SIGTERM or
+SIGKILL keeps every cell it finished, and rerunning the same command picks up where it
+stopped. A cell that raises is recorded as a failure (one line) and the run goes on;
+failures are retried by the next run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmeft.bench.plan import Cell, Selection, build_cells, selected_plans
+from vlmeft.bench.profiles import Profile
+from vlmeft.bench.store import SCHEMA, ResultStore
+from vlmeft.errors import VlmeftError
+
+
+def results_path(out: Path, profile: Profile) -> Path:
+    """``<out>/<profile>-s<schema>-<config hash>.json``: the version is in the name."""
+    return Path(out) / f"{profile.name}-s{SCHEMA}-{profile.config_hash()}.json"
+
+
+def store_for(out: Path, profile: Profile) -> ResultStore:
+    from vlmeft import __version__
+
+    header = {"schema": SCHEMA, "profile": profile.name, "config_hash": profile.config_hash(),
+              "vlmeft_version": __version__, "description": profile.description,
+              "config": profile.config(),
+              "plans": [{"protocol": p.protocol, "tasks": list(p.tasks), "shots": list(p.shots)}
+                        for p in profile.plans],
+              "seeds": list(profile.seeds)}
+    return ResultStore(results_path(out, profile), header)
+
+
+@dataclass
+class BenchSummary:
+    path: Path
+    total: int
+    skipped: int
+    ran: int = 0
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if not isinstance(err, VlmeftError) else text
+
+
+def run_bench(
+    profile: Profile,
+    selection: Selection,
+    out: Path,
+    *,
+    backbone_name: str | None = None,
+    pretrained: str | None = "default",
+    device: str = "cpu",
+    backbone: Any = None,
+    progress: bool = True,
+    fail_fast: bool = False,
+    log: Any = None,
+) -> BenchSummary:
+    """Run every unfinished cell of ``profile`` narrowed by ``selection`` into ``out``
+    (on ``backbone`` if given, else on the one named by ``backbone_name``/``pretrained``)."""
+    from vlmeft.backbone import DEFAULT_BACKBONE, load_backbone
+    from vlmeft.bench.cells import CellRunner
+
+    log = log or sys.stderr
+    start = time.perf_counter()
+    selected_plans(profile, selection)  # bad names fail before any model loads
+    if backbone is None:
+        backbone = load_backbone(backbone_name or DEFAULT_BACKBONE, pretrained, device=device)
+    cells = build_cells(profile, selection, backbone)
+    store = store_for(out, profile)
+    store.clean_stale_temps()
+    done = store.finished()
+    pending = [c for c in cells if c.key not in done]
+    summary = BenchSummary(path=store.path, total=len(cells), skipped=len(cells) - len(pending))
+    print(f"bench {profile.name}: {len(cells)} cells, {summary.skipped} already finished, "
+          f"{len(pending)} to run -> {store.path}", file=log)
+    runner = CellRunner(backbone, profile.overrides_for, profile=profile.name, config_hash=profile.config_hash())
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(cells), initial=summary.skipped, unit="cell", desc=f"bench {profile.name}",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for cell in pending:
+            bar.set_postfix_str(cell.label, refresh=True)
+            try:
+                row = runner.run(cell)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:  # noqa: BLE001 (one broken cell must not cost the others)
+                if fail_fast:
+                    raise
+                message = _one_line(err)
+                store.add_failure(cell.to_dict(), message)
+                summary.failed.append((cell, message))
+                bar.write(f"failed: {cell.label}: {message}", file=sys.stderr)
+            else:
+                store.add_row(row)
+                summary.ran += 1
+            bar.update(1)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+    return summary
