@@ -172,7 +172,7 @@ def test_shipped_backbone_quality_bar():
 
     _shipped()
     res = evaluate_classification(load(), get_task("digits"))
-    assert res["zero_shot"] >= 25.0, res
+    assert res["zero_shot"] >= 30.0, res
     assert res["linear_probe_16shot"] >= res["zero_shot"] + 10.0, res
 
 

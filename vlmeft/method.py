@@ -55,6 +55,21 @@ def _coerce(cls_name: str, key: str, raw: Any, kind: Any) -> Any:
     raise VlmeftError(f"{cls_name}.{key} cannot be set from the command line", where="--set")
 
 
+def _json_value_fits(value: Any, kind: Any) -> bool:
+    """Whether a value read from JSON has a field's declared type (unknown kinds pass)."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if typing.get_origin(kind) is typing.Literal:
+        return value in typing.get_args(kind)
+    return True
+
+
 @dataclass
 class MethodConfig:
     """Training settings shared by all methods; subclasses add their own fields and
@@ -104,8 +119,16 @@ class MethodConfig:
         unknown = set(data) - set(cls.field_types())
         if unknown:
             raise VlmeftError(f"unknown setting(s) {', '.join(sorted(unknown))} for {cls.__name__}", where=where)
+        types = cls.field_types()
+        for key, value in data.items():  # JSON from disk: a tampered value must not reach the method
+            if not _json_value_fits(value, types[key]):
+                raise VlmeftError(f"setting '{key}' has the wrong type for {cls.__name__} (got {value!r:.60})",
+                                  where=where)
         cfg = cls(**dict(data))
-        cfg.validate()
+        try:
+            cfg.validate()
+        except VlmeftError as err:
+            raise VlmeftError(str(err).removeprefix("--set: "), where=where) from None
         return cfg
 
     def validate(self) -> None:

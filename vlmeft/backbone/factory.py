@@ -15,10 +15,10 @@ from pathlib import Path
 import open_clip
 import torch
 
+from vlmeft.backbone import DEFAULT_BACKBONE  # defined once, in the light package init
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.errors import VlmeftError
 
-DEFAULT_BACKBONE = "synthclip-tiny"
 _CONFIG_DIR = Path(__file__).with_name("configs")  # extra configs for tests (random init only)
 _SYNTHCLIP_DIR = Path(__file__).with_name("synthclip")
 _registered = False

@@ -92,6 +92,9 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     for key, kind in expected.items():
         if not isinstance(meta.get(key), kind):
             raise VlmeftError(f"field '{key}' is missing or not a {kind.__name__}", where=str(path))
+    for key in ("classnames", "templates"):  # they reach the tokenizer: text only
+        if not meta[key] or not all(isinstance(v, str) and v.strip() for v in meta[key]):
+            raise VlmeftError(f"field '{key}' must be a non-empty list of non-empty strings", where=str(path))
     return meta
 
 
@@ -156,7 +159,11 @@ def load(
         )
     config = cls.Config.from_dict(meta["config"], where=f"{where} field 'config'")
     tensors = _read_tensors(directory / ADAPTER_FILE, meta["adapter_sha256"])
-    model = cls(backbone, meta["classnames"], meta["templates"], config)
+    try:
+        model = cls(backbone, meta["classnames"], meta["templates"], config)
+    except VlmeftError as err:  # a setting the method refuses: name the file it came from
+        raise VlmeftError(f"its config does not build a '{saved}' ({str(err).removeprefix('--set: ')})",
+                          where=where) from None
     model.load_state_tensors({k: v.to(backbone.device) for k, v in tensors.items()}, where=str(directory / ADAPTER_FILE))
     if classnames is not None or templates is not None:
         model.set_classnames(meta["classnames"] if classnames is None else classnames, templates)

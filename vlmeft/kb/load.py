@@ -204,6 +204,7 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
 # Turning pydantic errors into one-line, located messages
 # ---------------------------------------------------------------------------------------
 
+MAX_REPORTED = 20  # schema errors listed per file
 _FIELD_PREFIX = re.compile(r"^field '([A-Za-z_][A-Za-z0-9_.\[\]]*)': ")
 
 
@@ -284,10 +285,17 @@ def _model_in(tp: Any) -> Any:
 
 
 def validation_errors(exc: ValidationError, doc: YamlDocument, model: type[BaseModel]) -> list[VlmeftError]:
-    """One located ``VlmeftError`` per field problem (union branches merged)."""
+    """One located ``VlmeftError`` per field problem (union branches merged), at most
+    ``MAX_REPORTED`` fields plus one line counting the rest: a hostile file with 50,000
+    unknown keys costs one screen, not 50,000 lines."""
     grouped: dict[tuple[str | int, ...], list[str]] = {}
-    for err in exc.errors():
+    errors = exc.errors()
+    left = 0
+    for i, err in enumerate(errors):
         path = _data_path(doc.data, tuple(err["loc"]), name_absent_key=err["type"] in ("extra_forbidden", "missing"))
+        if path not in grouped and len(grouped) >= MAX_REPORTED:
+            left = len(errors) - i
+            break
         msg = _message(err, _allowed_keys(model, path[:-1]) if err["type"] == "extra_forbidden" else None)
         m = _FIELD_PREFIX.match(msg)
         if m and not path:  # a record-level check that names its field
@@ -299,6 +307,8 @@ def validation_errors(exc: ValidationError, doc: YamlDocument, model: type[BaseM
     for path, msgs in grouped.items():
         where = doc.at(path) + (f" field '{_dotted(path)}'" if path else "")
         out.append(VlmeftError("; or ".join(msgs) if len(msgs) > 1 else msgs[0], where=where))
+    if left:
+        out.append(VlmeftError(f"{left} more schema error(s) not shown; fix the ones above first", where=doc.where))
     return out
 
 

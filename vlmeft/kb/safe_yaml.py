@@ -108,7 +108,10 @@ def _construct(node: Node, loc: Path_, doc: YamlDocument, loader: _StrictLoader)
             raise VlmeftError(f"YAML tag '{node.tag}' is not allowed (plain values only)", where=where)
         if node.tag == _YAML + "timestamp":
             return node.value  # dates stay text: the schema has no date fields
-        value = loader.construct_object(node, deep=False)  # SafeConstructor: str/int/float/bool/None only
+        try:
+            value = loader.construct_object(node, deep=False)  # SafeConstructor: str/int/float/bool/None only
+        except ValueError:  # an integer past Python's int/str digit limit (4300 digits)
+            raise VlmeftError(f"number with {len(node.value)} characters is too long", where=where) from None
         if isinstance(value, (datetime.date, bytes)):  # pragma: no cover - excluded by the tag check
             raise VlmeftError("unexpected YAML value type", where=where)
         return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -32,6 +33,7 @@ from vlmeft import registry
 
 MIN_YEAR = 1990
 MAX_YEAR = datetime.date.today().year + 1
+MAX_LIST = 500  # entries per list field: bounds the work (and the error count) of a hostile record
 
 # ---------------------------------------------------------------------------------------
 # Text and identifier types
@@ -165,6 +167,8 @@ Source = Annotated[StrictStr, AfterValidator(_source), Field(max_length=2000)]
 def _number(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("must be a number")
+    if not math.isfinite(value):  # .nan / .inf would reach tables and plots as if measured
+        raise ValueError("must be a finite number")
     return float(value)
 
 
@@ -241,7 +245,7 @@ class MethodRecord(Strict):
 
     id: Id
     title: Line
-    authors: Annotated[list[Person], Field(min_length=1)]
+    authors: Annotated[list[Person], Field(min_length=1, max_length=MAX_LIST)]
     venue: Line
     venue_short: Line | None = None
     venue_type: VenueType
@@ -253,15 +257,15 @@ class MethodRecord(Strict):
     code: HttpsUrl | None = None
     paradigm: Id
     category: CategoryId | None = None
-    secondary_categories: list[CategoryId] = []
+    secondary_categories: Annotated[list[CategoryId], Field(max_length=MAX_LIST)] = []
     modalities: Annotated[list[Modality], Field(min_length=1)]
-    tasks: Annotated[list[Id], Field(min_length=1)]
+    tasks: Annotated[list[Id], Field(min_length=1, max_length=MAX_LIST)]
     summary: Para
     parameters: Parameters | None = None
-    results: list[Result] = []
+    results: Annotated[list[Result], Field(max_length=MAX_LIST)] = []
     implementation: Implementation | None = None
-    aliases: list[Annotated[Line, Field(max_length=100)]] = []
-    unverified: list[StrictStr] = []
+    aliases: Annotated[list[Annotated[Line, Field(max_length=100)]], Field(max_length=MAX_LIST)] = []
+    unverified: Annotated[list[StrictStr], Field(max_length=MAX_LIST)] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> MethodRecord:

@@ -178,17 +178,24 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
     opt = make_optimizer(model, recipe)
     start, wall = 0, 0.0
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        bad = recipe.compatible(ck["recipe"])
-        if bad:
-            raise VlmeftError(f"checkpoint recipe differs in {', '.join(bad)}; use --no-resume or another --out",
-                              where=str(ckpt_path))
-        if not torch.equal(ck["used_ids"], data.used_ids):
-            raise VlmeftError("checkpoint vocabulary differs from this world's", where=str(ckpt_path))
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
-        start, wall = int(ck["step"]), float(ck.get("wall_s", 0.0))
+        try:
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            bad = recipe.compatible(ck["recipe"])
+            if bad:
+                raise VlmeftError(f"checkpoint recipe differs in {', '.join(bad)}; use --no-resume or another --out",
+                                  where=str(ckpt_path))
+            if not torch.equal(ck["used_ids"], data.used_ids):
+                raise VlmeftError("checkpoint vocabulary differs from this world's", where=str(ckpt_path))
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            torch.set_rng_state(ck["torch_rng"])
+            start, wall = int(ck["step"]), float(ck.get("wall_s", 0.0))
+        except VlmeftError:
+            raise
+        except Exception as err:  # noqa: BLE001 - truncated, tampered or foreign: torch/pickle raise many types
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            raise VlmeftError(f"damaged checkpoint ({type(err).__name__}: {reason}); "
+                              "delete it or use --no-resume", where=str(ckpt_path)) from None
         log(f"resuming from step {start} ({ckpt_path})")
     _atomic_json(asdict(recipe), out / "recipe.json")
 
