@@ -2,16 +2,13 @@
 
 * :class:`ReencodedTextMixin`: for methods whose *text tower itself* changes (LoRA in the
   text encoder, adapters in its blocks). The class prompts must then be re-encoded through
-  the adapted tower on every training step, but at evaluation time the text features are
-  constant, so they are computed once and cached; the cache is dropped whenever it could
-  be stale (``train()``, new class names, loaded tensors).
+  the adapted tower on every training step; at evaluation time the base class's
+  ``class_text_features`` caches them.
 * :func:`transformer_blocks`: the residual blocks of each tower that has them.
 * :func:`scale_grad`: identity forward, scaled gradient backward.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -23,43 +20,23 @@ class ReencodedTextMixin:
     """Mixin for a :class:`vlmeft.method.Method` that encodes class prompts through an
     adapted text tower. Uses the first template, as CLIP-LoRA and MMA do (one hand-written
     prompt per class), so a training step costs one text pass per class, not per template.
+    At inference the result is constant and :meth:`Method.class_text_features` caches it.
 
     The host calls :meth:`build_prompt_tokens` from ``build_class_state`` and implements
     ``encode_prompts(tokens) -> [C, E]`` (unnormalised or normalised).
     """
 
-    _text_cache: Tensor | None = None
-
     def build_prompt_tokens(self) -> None:
         template = self.templates[0] if self.templates else "{}"
         prompts = [template.format(c) for c in self.classnames]
         self.register_buffer("prompt_tokens", self.backbone.tokenize(prompts), persistent=False)
-        self._text_cache = None
 
     def encode_prompts(self, tokens: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def adapted_text_features(self) -> Tensor:
-        """Normalised class text features ``[C, E]`` through the adapted tower; cached only
-        when nothing can change them (eval mode, no autograd graph wanted)."""
-        cacheable = not self.training and not torch.is_grad_enabled()
-        if cacheable and self._text_cache is not None:
-            return self._text_cache
-        feats = torch.nn.functional.normalize(self.encode_prompts(self.prompt_tokens), dim=-1)
-        if cacheable:
-            self._text_cache = feats
-        return feats
-
-    def invalidate_text_cache(self) -> None:
-        self._text_cache = None
-
-    def train(self, mode: bool = True):  # type: ignore[override]
-        self._text_cache = None
-        return super().train(mode)  # type: ignore[misc]
-
-    def load_state_tensors(self, tensors: Mapping[str, Tensor], where: str = "checkpoint") -> None:
-        self._text_cache = None
-        super().load_state_tensors(tensors, where)  # type: ignore[misc]
+        """Normalised class text features ``[C, E]`` through the adapted tower."""
+        return torch.nn.functional.normalize(self.encode_prompts(self.prompt_tokens), dim=-1)
 
 
 def transformer_blocks(backbone: Backbone) -> dict[str, nn.ModuleList]:

@@ -156,6 +156,8 @@ class Method(nn.Module):
     # The image is read only through the frozen encoder's feature, so the engine may
     # compute it once and call ``logits_from_image_features`` (exact without augmentation).
     frozen_image_path: ClassVar[bool] = False
+    # Text features depend on the image (CoCoOp's conditional context): never cached.
+    image_conditioned_text: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
 
     def __init__(
@@ -217,8 +219,29 @@ class Method(nn.Module):
         """Class text features: ``[C, E]``, or ``[B, C, E]`` for image-conditioned prompts."""
         return self.zero_shot_weights()
 
+    def class_text_features(self, image_features: Tensor | None = None) -> Tensor:
+        """``text_features``, computed once and reused while nothing can change them.
+
+        A trained CoOp, KgCoOp, IVLP or LoRA text side is constant at inference, so it
+        should cost what zero-shot CLIP costs. The cache is used only in eval mode without
+        autograd, and is keyed on the identity and in-place version counter of every
+        parameter and buffer, so an optimiser step, a loaded checkpoint, new class names
+        or a probe editing a tensor in place all invalidate it.
+        """
+        if self.image_conditioned_text:
+            return self.text_features(image_features)
+        if self.training or torch.is_grad_enabled():
+            return self.text_features(None)
+        key = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+        key += (tuple(self.classnames), tuple(self.templates))
+        cached = self.__dict__.get("_text_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self.text_features(None))
+            self.__dict__["_text_cache"] = cached
+        return cached[1]
+
     def logits_from_features(self, image_features: Tensor) -> Tensor:
-        text = self.text_features(image_features)
+        text = self.class_text_features(image_features)
         scale = self.backbone.logit_scale()
         if text.dim() == 2:
             return scale * image_features @ text.t()
