@@ -188,6 +188,19 @@ def test_every_protocol_measures_its_metrics(tiny_vit, tmp_path):
     assert rows[("zsclip", "grounding")]["variant"] == "crop-and-compare"
 
 
+def test_cells_measured_with_other_code_are_measured_again(tiny_vit, tmp_path):
+    profile = Profile(name="t", description="", seeds=(1,), plans=(ProtocolPlan("few-shot", ("digits",), (1,)),))
+    first = run_bench(profile, Selection(methods=["zsclip"]), tmp_path, backbone=tiny_vit, progress=False)
+    assert first.ran == 1
+    assert run_bench(profile, Selection(methods=["zsclip"]), tmp_path, backbone=tiny_vit, progress=False).ran == 0
+    doc = json.loads(first.path.read_text())
+    doc["rows"][0]["code"] = "older"
+    first.path.write_text(json.dumps(doc))
+    again = run_bench(profile, Selection(methods=["zsclip"]), tmp_path, backbone=tiny_vit, progress=False)
+    assert (again.ran, again.skipped) == (1, 0)
+    assert len(read_results(first.path)["rows"]) == 1
+
+
 # ------------------------------------------------------------------------------ report
 def test_report_aggregates_over_seeds():
     rows = [_row("coop", shots=16, seed=s, accuracy=a) for s, a in ((1, 0.5), (2, 0.7))]
@@ -202,6 +215,16 @@ def test_report_aggregates_over_seeds():
     assert "| coop | 60.0 ± 10.0 |" in table and "| zsclip | 40.0* |" in table
     text = report_markdown(rows)
     assert "## Base-to-novel: colors" in text and "53.3" in text
+
+
+def test_report_never_averages_across_backbone_weights():
+    rows = [_row("coop", shots=16, seed=1, accuracy=0.5), {**_row("coop", shots=16, seed=2, accuracy=0.9),
+                                                          "backbone_weights": "other"}]
+    text = report_markdown(rows)
+    assert "# Backbone b (weights other)" in text and "# Backbone b (weights w)" in text
+    assert "| coop | 50.0 |" in text and "| coop | 90.0 |" in text
+    with pytest.raises(VlmeftError, match="mix backbones"):
+        headline_table(rows)
 
 
 # ------------------------------------------------------------------- kill and resume

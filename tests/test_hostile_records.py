@@ -14,11 +14,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from vlmeft import robustness
 from vlmeft.cli import build_parser, main
+from vlmeft.errors import VlmeftError
 from vlmeft.kb.load import check_kb
 
 CORPUS = Path(__file__).parent / "data" / "hostile"
@@ -167,16 +169,29 @@ def test_nothing_in_a_record_is_imported_or_executed(kb_dir, tmp_path):
 
 
 def test_robustness_run_counts(tmp_path):
-    """The run behind results/robustness.json: corpus + generated + mutants, no failures."""
-    summary = robustness.run(fuzz=40, seed=1)
+    """The run behind results/robustness.json (corpus + mutants here; the generated inputs
+    are checked above), with no failures, and its counts on the site's robustness page."""
+    cases = robustness.corpus_cases() + robustness.fuzz_cases(40, seed=1)
+    summary = robustness.summarise(list(robustness.iter_outcomes(cases)))
     assert summary["failures"] == 0, summary["failed"]
-    n_files = len(MANIFEST)
-    assert summary["inputs_tried"] == n_files + len(robustness.generated_cases()) + 40
+    assert summary["inputs_tried"] == len(MANIFEST) + 40
     assert summary["refused"] + summary["accepted"] == summary["inputs_tried"]
     assert summary["by_kind"]["markup"]["accepted"] == len(ACCEPTED)
     assert sum(k["inputs_tried"] for k in summary["by_kind"].values()) == summary["inputs_tried"]
     path = robustness.write_summary(summary, tmp_path / "robustness.json")
     assert json.loads(path.read_text())["inputs_tried"] == summary["inputs_tried"]
+
+    from vlmeft.sitegen.result_pages import robustness_page
+    from vlmeft.sitegen.results import load_robustness
+
+    ctx = SimpleNamespace(robustness=load_robustness(tmp_path))
+    page = robustness_page(ctx)
+    assert f"| {summary['inputs_tried']} | {summary['refused']} | {summary['accepted']} | 0 |" in page
+    assert "| `markup` | 2 | 0 | 2 | 0 |" in page and "## Failures" in page and "None." in page
+    assert "Not measured yet." in robustness_page(SimpleNamespace(robustness=load_robustness(tmp_path / "none")))
+    path.write_text('{"inputs_tried": "many"}')
+    with pytest.raises(VlmeftError, match="robustness.json"):
+        load_robustness(tmp_path)
 
 
 def test_robustness_flags_a_loader_that_accepts_a_hostile_record(tmp_path):
@@ -186,3 +201,14 @@ def test_robustness_flags_a_loader_that_accepts_a_hostile_record(tmp_path):
     kb = robustness.scratch_kb(tmp_path)
     outcome = robustness.check_case(case, kb, tmp_path)
     assert not outcome.ok and "expected refused, got accepted" in outcome.detail
+
+
+def test_a_fifo_named_like_a_record_is_refused_not_read(tmp_path):
+    """A FIFO would block a reader forever; the loader refuses anything but a regular file."""
+    import os
+
+    from vlmeft.cli import main
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    assert main(["validate", str(fifo)]) == 2

@@ -27,8 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
 STEPS = 30
 RECIPE = dict(steps=STEPS, batch_size=16, pool_size=300, warmup=2, checkpoint_every=2, threads=1)
-PRETRAIN = [sys.executable, "-m", "vlmeft", "backbone", "pretrain", "--steps", str(STEPS), "--batch-size", "16",
-            "--pool-size", "300", "--warmup", "2", "--checkpoint-every", "2", "--threads", "1", "--no-progress"]
+
+
+def pretrain_cmd(out: Path, every: int = 2) -> list[str]:
+    """The CLI form of RECIPE (the uninterrupted reference run uses the same settings)."""
+    return [sys.executable, "-m", "vlmeft", "backbone", "pretrain", "--steps", str(STEPS), "--batch-size", "16",
+            "--pool-size", "300", "--warmup", "2", "--checkpoint-every", str(every), "--threads", "1",
+            "--no-progress", "--out", str(out)]
 
 
 def _ckpt_step(out: Path) -> int:
@@ -61,7 +66,7 @@ def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_killed_pretraining_resumes_to_the_same_weights(reference, tmp_path, sig):
     out = tmp_path / "run"
-    cmd = PRETRAIN + ["--out", str(out)]
+    cmd = pretrain_cmd(out)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _kill_when(proc, lambda: _ckpt_step(out) >= 4, sig)
     stdout, stderr = proc.communicate()
@@ -89,8 +94,7 @@ def test_pretraining_killed_during_many_checkpoint_writes_never_leaves_a_torn_fi
     """SIGKILL at an arbitrary moment (checkpoint every step, so a write is often in flight):
     whatever is on disk afterwards loads, and the rerun resumes from it."""
     out = tmp_path / "run"
-    cmd = [c if c != "2" or i != PRETRAIN.index("--checkpoint-every") + 1 else "1" for i, c in enumerate(PRETRAIN)]
-    cmd += ["--out", str(out)]
+    cmd = pretrain_cmd(out, every=1)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _kill_when(proc, lambda: (out / CHECKPOINT).is_file(), signal.SIGKILL)
     proc.communicate()

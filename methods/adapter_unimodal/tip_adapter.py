@@ -1,27 +1,27 @@
-"""
+r"""
 # Tip-Adapter and Tip-Adapter-F
 
 *Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP for Few-shot
 Classification", ECCV 2022 (arXiv 2111.03930).*
 
 Tip-Adapter turns the few-shot training set into a key-value cache. The keys
-$K \\in \\mathbb{R}^{NK \\times E}$ are the normalised CLIP image features of the $N \\cdot K$
-training images; the values $V \\in \\{0,1\\}^{NK \\times C}$ are their one-hot labels. A
+$K \in \mathbb{R}^{NK \times E}$ are the normalised CLIP image features of the $N \cdot K$
+training images; the values $V \in \{0,1\}^{NK \times C}$ are their one-hot labels. A
 test feature $f$ is compared with every key, the affinities are sharpened, and the cache
 votes for classes; the vote is blended with the zero-shot logits:
 
-$$\\mathrm{logits}(f) = 100\\, f W^\\top + \\alpha\\,
-\\exp\\big(-\\beta\\,(1 - f K^\\top)\\big)\\, V,$$
+$$\mathrm{logits}(f) = 100\, f W^\top + \alpha\,
+\exp\big(-\beta\,(1 - f K^\top)\big)\, V,$$
 
-where $W$ is the hand-crafted text classifier, $\\beta$ the *sharpness* and $\\alpha$ the
+where $W$ is the hand-crafted text classifier, $\beta$ the *sharpness* and $\alpha$ the
 *residual ratio* (the paper's naming; the official repository's naming of the two was
-reported swapped, its issue #4 — we follow the paper). Nothing is trained: $\\alpha$ and
-$\\beta$ are chosen by a grid search on validation features.
+reported swapped, its issue #4 — we follow the paper). Nothing is trained: $\alpha$ and
+$\beta$ are chosen by a grid search on validation features.
 
-**Tip-Adapter-F** makes the keys learnable: $f K^\\top$ becomes a bias-free linear layer
-$E \\to NK$ initialised with the cache keys, fine-tuned with AdamW (lr $10^{-3}$,
-$\\epsilon = 10^{-4}$, cosine schedule, 20 epochs, batch 256), the values staying fixed.
-Its parameter count grows with the cache: $N \\cdot K \\cdot E$ (16 shots, 100 classes,
+**Tip-Adapter-F** makes the keys learnable: $f K^\top$ becomes a bias-free linear layer
+$E \to NK$ initialised with the cache keys, fine-tuned with AdamW (lr $10^{-3}$,
+$\epsilon = 10^{-4}$, cosine schedule, 20 epochs, batch 256), the values staying fixed.
+Its parameter count grows with the cache: $N \cdot K \cdot E$ (16 shots, 100 classes,
 $E = 512$: 819,200).
 
 Both play no part in modal fusion: the cache only ever sees image features
@@ -29,7 +29,7 @@ Both play no part in modal fusion: the cache only ever sees image features
 
 ## What this version changes
 * **The search uses validation features only** (:meth:`select_on_val`). The official
-  ImageNet script searched $\\alpha, \\beta$ on the test features and Tip-Adapter-F picked
+  ImageNet script searched $\alpha, \beta$ on the test features and Tip-Adapter-F picked
   its epoch by test accuracy (its issue #11).
 * **Keys are un-augmented.** The paper averages each key over 10 randomly augmented
   views (random crop, flip); the engine hands :meth:`fit_cache` the frozen features of
@@ -44,14 +44,14 @@ Both play no part in modal fusion: the cache only ever sees image features
   With the wider ranges it gave 33.4% and 29.3% (digits, 4 shots, seeds 1 and 2, on an
   intermediate synthclip checkpoint). The chosen pair still comes from val alone, and the
   grid contains the official one.
-* The zero-shot term keeps the paper's fixed scale of 100 (``zs_scale``), so $\\alpha$
+* The zero-shot term keeps the paper's fixed scale of 100 (``zs_scale``), so $\alpha$
   means what it means in the paper whatever the backbone's learned logit scale.
 * The cache stores label *indices* with the class names they refer to; switching the
   label set (base to novel) keeps the entries whose class is still present and drops
   the votes of the others. A loaded checkpoint assumes the class names it is given are
   the ones its cache was built on.
-* Tip-Adapter-F's AdamW $\\epsilon = 10^{-4}$ is recorded in its config
-  (``adam_eps``); the engine's optimiser decides whether it is honoured.
+* Tip-Adapter-F's AdamW $\epsilon = 10^{-4}$ is its config's ``adam_eps``, which the
+  engine's AdamW uses.
 """
 
 from __future__ import annotations

@@ -26,8 +26,12 @@ so every row carries its own reference point.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import sys
 import time
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,29 @@ from vlmeft import __version__
 from vlmeft.bench.plan import GROUNDING_BASELINES, Cell
 from vlmeft.bench.store import SCHEMA
 from vlmeft.errors import VlmeftError
+
+
+# Shared code every method's result depends on, besides its own module.
+_SHARED_CODE = ("method.py", "prompting.py", "adapters_common.py", "engine/train.py", "data/protocol.py")
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(method: str) -> str:
+    """A hash of the method's module and the shared training code: a finished cell whose
+    fingerprint differs was measured with other code, and is measured again."""
+    from vlmeft import registry
+
+    root = Path(__file__).resolve().parents[1]  # the vlmeft package
+    try:
+        files = [Path(inspect.getsourcefile(registry.get(method)) or "")]
+    except (VlmeftError, ImportError, AttributeError, TypeError):
+        return ""  # no longer registered or importable: never counts as current
+    files += [root / name for name in _SHARED_CODE]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    return digest.hexdigest()[:12]
 
 
 class CellRunner:
@@ -105,6 +132,7 @@ class CellRunner:
             if report.selected:
                 row["selected"] = {k: float(v) for k, v in report.selected.items()}
         row["overrides"] = dict(self.overrides_for(cell.method))
+        row["code"] = code_fingerprint(cell.method)
         row["cell_seconds"] = round(time.perf_counter() - start, 4)  # wall time: train + evaluate
         row["cell_cpu_seconds"] = round(time.process_time() - cpu_start, 4)  # all threads' CPU time
         row["profile"] = self.profile

@@ -193,7 +193,10 @@ def cost_table(g: Groups) -> str:
 
 
 def headline_table(rows: Sequence[dict[str, Any]]) -> str:
-    """One row per method: its headline number under each protocol and task measured."""
+    """One row per method: its headline number under each protocol and task measured
+    (rows of one backbone and weights; see :func:`backbones`)."""
+    if len(backbones(rows)) > 1:
+        raise VlmeftError("these rows mix backbones or weights; split them with backbones() first")
     g = Groups(rows)
     columns: list[tuple[str, Any]] = []  # (header, method -> cell)
 
@@ -232,8 +235,24 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
     return _table(["method", *(h for h, _ in columns), "trainable params"], body)
 
 
+def backbones(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Rows split by (backbone, weights): results of different weights are never averaged."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        out[(str(row["backbone"]), str(row.get("backbone_weights", "")))].append(row)
+    return dict(sorted(out.items()))
+
+
 def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The headline table, then one table per protocol and task, then the cost table."""
+    """Per backbone (and weights): the headline table, one table per protocol and task, costs."""
+    parts = backbones(rows)
+    if len(parts) == 1:
+        return _report_one(next(iter(parts.values())))
+    return "".join(f"# Backbone {name} (weights {weights})\n\n" + _report_one(part)
+                   for (name, weights), part in parts.items())
+
+
+def _report_one(rows: Sequence[dict[str, Any]]) -> str:
     g = Groups(rows)
     seeds = sorted({int(r["seed"]) for r in rows})
     out = ["## Headline\n\n",

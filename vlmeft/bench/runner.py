@@ -17,7 +17,7 @@ from typing import Any
 
 from vlmeft.bench.plan import Cell, Selection, build_cells, selected_plans
 from vlmeft.bench.profiles import Profile
-from vlmeft.bench.store import SCHEMA, ResultStore
+from vlmeft.bench.store import SCHEMA, ResultStore, cell_key
 from vlmeft.errors import VlmeftError
 
 
@@ -65,12 +65,13 @@ def run_bench(
     backbone: Any = None,
     progress: bool = True,
     fail_fast: bool = False,
+    rerun: bool = False,
     log: Any = None,
 ) -> BenchSummary:
     """Run every unfinished cell of ``profile`` narrowed by ``selection`` into ``out``
     (on ``backbone`` if given, else on the one named by ``backbone_name``/``pretrained``)."""
     from vlmeft.backbone import DEFAULT_BACKBONE, load_backbone
-    from vlmeft.bench.cells import CellRunner
+    from vlmeft.bench.cells import CellRunner, code_fingerprint
 
     log = log or sys.stderr
     start = time.perf_counter()
@@ -80,7 +81,20 @@ def run_bench(
     cells = build_cells(profile, selection, backbone)
     store = store_for(out, profile)
     store.clean_stale_temps()
-    done = store.finished()
+    others = sorted({(r["backbone"], r.get("backbone_weights", "")) for r in store.read()["rows"]}
+                    - {(backbone.name, backbone.weights_id)})
+    if others:
+        print(f"note: {store.path} also holds rows measured on other backbone weights "
+              f"({', '.join(f'{n} {w}' for n, w in others)}); they are reported separately, "
+              "delete the file to start afresh", file=log)
+    # A finished cell counts only if measured with the current code of its method (and
+    # the shared training code); --rerun measures everything again.
+    rows = [] if rerun else store.read()["rows"]
+    done = {cell_key(r) for r in rows if r.get("code") == code_fingerprint(r["method"])}
+    measured = {cell_key(r) for r in rows}
+    stale = sum(1 for c in cells if c.key in measured and c.key not in done)
+    if stale:
+        print(f"note: {stale} finished cells were measured with other code; measuring them again", file=log)
     pending = [c for c in cells if c.key not in done]
     summary = BenchSummary(path=store.path, total=len(cells), skipped=len(cells) - len(pending))
     print(f"bench {profile.name}: {len(cells)} cells, {summary.skipped} already finished, "

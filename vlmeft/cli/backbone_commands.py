@@ -14,7 +14,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     bsub = p.add_subparsers(dest="backbone_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    from vlmeft.backbone.synthclip.pretrain import Recipe
+    from vlmeft.backbone.synthclip.recipe import Recipe  # torch-free: building the parser stays fast
 
     d = Recipe()
     pt = bsub.add_parser("pretrain", help="contrastive pretraining on the procedural world (resumable)")

@@ -78,7 +78,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = run_bench(profile, selection, out, backbone_name=args.backbone, pretrained=args.pretrained,
-                            device=args.device, progress=not args.no_progress, fail_fast=args.fail_fast)
+                            device=args.device, progress=not args.no_progress, fail_fast=args.fail_fast,
+                            rerun=args.rerun)
     finally:
         signal.signal(signal.SIGTERM, previous)
     state = "interrupted" if summary.interrupted else "done"
@@ -121,6 +122,8 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                         "with 2 threads on a busy 2-core machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell (with its traceback)")
+    p.add_argument("--rerun", action="store_true",
+                   help="measure the selected cells again even if finished (after a method's code changed)")
     p.add_argument("--report", action="store_true",
                    help="print the tables (mean ± std over seeds) of the results in --out instead of running")
     p.set_defaults(func=_cmd_bench)

@@ -103,6 +103,7 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are published results
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

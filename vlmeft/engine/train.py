@@ -1,11 +1,18 @@
 """A plain training loop and evaluation: what CoOp's Dassl trainer does, in one page.
 
-- Optimiser: SGD with momentum or AdamW over ``method.trainable_parameters()`` only
-  (the backbone sits outside the method's module tree, so it cannot be optimised).
+- Optimiser: SGD with momentum or AdamW (``eps`` from the config's ``adam_eps`` when a
+  method declares one, else 1e-8) over ``method.trainable_parameters()`` only (the
+  backbone sits outside the method's module tree, so it cannot be optimised).
+- Opt-in (``MethodConfig.lr_logit_scale = S > 0``): with SGD the learning rates are
+  multiplied by ``S / backbone.logit_scale()``, because the cross-entropy gradient is
+  proportional to the logit scale, so a paper's lr tuned at CLIP's 100 keeps its step
+  size on a backbone with a smaller learned scale. AdamW normalises the gradient's
+  scale away and is never rescaled. Off by default (see the field's comment).
 - Schedule, stepped per epoch as in CoOp: a constant warm-up at ``warmup_lr`` for
   ``warmup_epochs``, then cosine annealing from ``lr`` over all epochs
   (``lr_e = lr * (1 + cos(pi * e / epochs)) / 2``). If the warm-up would take every
-  epoch it is shortened to leave one.
+  epoch it is shortened to leave one. ``min_steps`` raises the number of epochs when
+  the split is so small that ``epochs`` would give fewer optimiser steps.
 - Batches are shuffled by a local ``torch.Generator(seed)``; the last partial batch is
   dropped when the split holds at least one full batch (Dassl's fix for tiny splits).
 - Methods whose image path is the frozen encoder (``frozen_image_path``), trained
@@ -14,8 +21,10 @@
   per step.
 - ``fit_cache`` (train features) runs before training and ``select_on_val`` (val
   features) after it; training-free methods stop there. With a val split, the state
-  of the epoch with the best val accuracy is kept (ties: the earliest); the test
-  split is never seen.
+  of the epoch with the best val accuracy is kept; ties go to the *later* epoch (a
+  few-shot val split of ~40 images often cannot tell epochs apart, and then the model
+  the schedule was designed to end with is the better default). The test split is
+  never seen.
 """
 
 from __future__ import annotations
@@ -55,19 +64,44 @@ class FitReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def lr_at(epoch: int, config) -> float:  # noqa: ANN001 (MethodConfig)
-    """Learning rate for 0-based ``epoch``: constant warm-up, then cosine."""
-    warmup = min(config.warmup_epochs, max(config.epochs - 1, 0))
+def lr_at(epoch: int, config, epochs: int | None = None, factor: float = 1.0) -> float:  # noqa: ANN001
+    """Learning rate for 0-based ``epoch`` of ``epochs`` (default ``config.epochs``):
+    constant warm-up, then cosine; both rates multiplied by ``factor``."""
+    epochs = config.epochs if epochs is None else epochs
+    warmup = min(config.warmup_epochs, max(epochs - 1, 0))
     if epoch < warmup:
-        return config.warmup_lr
-    return 0.5 * config.lr * (1.0 + math.cos(math.pi * epoch / max(config.epochs, 1)))
+        return factor * config.warmup_lr
+    return factor * 0.5 * config.lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def lr_factor(method: Method) -> float:
+    """``lr_logit_scale / backbone scale`` for SGD (see the module notes), else 1."""
+    config = method.config
+    reference = float(getattr(config, "lr_logit_scale", 0.0) or 0.0)
+    if config.optimizer != "sgd" or reference <= 0:
+        return 1.0
+    scale = float(method.backbone.logit_scale())
+    return reference / scale if scale > 0 else 1.0
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps an epoch takes over ``n`` images (see :func:`_batches`)."""
+    return n // batch_size if n >= batch_size else 1
+
+
+def planned_epochs(n: int, config) -> int:  # noqa: ANN001
+    """``config.epochs``, raised so that training takes at least ``config.min_steps`` steps."""
+    per_epoch = steps_per_epoch(n, config.batch_size)
+    need = math.ceil(getattr(config, "min_steps", 0) / per_epoch)
+    return max(config.epochs, need)
 
 
 def _optimizer(params: list[torch.nn.Parameter], config) -> torch.optim.Optimizer:  # noqa: ANN001
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        eps = float(getattr(config, "adam_eps", 1e-8))
+        return torch.optim.AdamW(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
     raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)", where="--set optimizer")
 
 
@@ -168,11 +202,12 @@ def _train_loop(
     prep = Preprocess.for_backbone(method.backbone)
     bf16 = config.precision == "bf16"
     best_acc, best_state = -1.0, None
-    n_batches = max(1, len(train) // config.batch_size) if len(train) >= config.batch_size else 1
-    bar = _progress(config.epochs * n_batches, f"{method.name}", progress)
+    epochs = planned_epochs(len(train), config)
+    factor = lr_factor(method)
+    bar = _progress(epochs * steps_per_epoch(len(train), config.batch_size), f"{method.name}", progress)
     try:
-        for epoch in range(config.epochs):
-            lr = lr_at(epoch, config)
+        for epoch in range(epochs):
+            lr = lr_at(epoch, config, epochs, factor)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             method.train()
@@ -202,7 +237,7 @@ def _train_loop(
             if val is not None:
                 acc = evaluate(method, val, cache=cache)
                 entry["val_accuracy"] = acc
-                if acc > best_acc:
+                if acc >= best_acc:  # ties: the later epoch (see the module notes)
                     best_acc, report.best_epoch = acc, epoch + 1
                     best_state = {k: v.detach().clone() for k, v in method.state_tensors().items()}
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{acc:.3f}")

@@ -15,6 +15,7 @@ errors can say ``methods/coop.yaml:12 field 'year'``.
 from __future__ import annotations
 
 import datetime
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,12 @@ def read_text(path: Path, where: str | None = None, *, max_bytes: int = MAX_BYTE
     """Read ``path`` as UTF-8 text, with the size cap and clear errors."""
     where = where or str(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise VlmeftError("not a regular file", where=where)
+        size = info.st_size
         if size > max_bytes:
             raise VlmeftError(f"file is {size} bytes, over the {max_bytes}-byte limit", where=where)
         with path.open("rb") as fh:

@@ -32,6 +32,7 @@ PATHS = {
     "tasks": f"{GEN}/tasks.md",
     "schema": f"{GEN}/schema.md",
     "tags": f"{GEN}/tags.md",
+    "robustness": f"{GEN}/robustness.md",
     "bib": f"{GEN}/vlmeft.bib",
     "csl": f"{GEN}/vlmeft.csl.json",
 }
@@ -56,6 +57,7 @@ class Context:
     methods_root: Path | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
     schema: dict[str, Any] | None = None
+    robustness: dict[str, Any] | None = None  # results/robustness.json (None: not measured)
 
     def __post_init__(self) -> None:
         if not self.nodes:

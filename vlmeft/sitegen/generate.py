@@ -26,14 +26,15 @@ from vlmeft.sitegen.reference_pages import (
     tags_page,
     tasks_page,
 )
-from vlmeft.sitegen.result_pages import benchmark_page, conformance_page
-from vlmeft.sitegen.results import load_bench, load_conformance
+from vlmeft.sitegen.result_pages import benchmark_page, conformance_page, robustness_page
+from vlmeft.sitegen.results import load_bench, load_conformance, load_robustness
 from vlmeft.sitegen.taxonomy_pages import node_page, overview_page
 from vlmeft.sitegen.topic_pages import topic_page, topic_path
 
 # Hand-written pages (docs_dir-relative) and their place in the navigation.
 HOME = "index.md"
 CONTRIBUTING = "contributing.md"
+ROBUSTNESS = "robustness.md"
 
 
 @dataclass
@@ -54,7 +55,7 @@ def make_context(kb: Any, *, cite: Any = None, results_dir: Path | None = None,
 
         schema = json_schema("method")
     return Context(kb=kb, cite=cite, conformance=load_conformance(results_dir), bench=load_bench(results_dir),
-                   methods_root=methods_root, schema=schema)
+                   methods_root=methods_root, schema=schema, robustness=load_robustness(results_dir))
 
 
 def _node_nav(ctx: Context, node_id: str) -> Any:
@@ -90,6 +91,7 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     f.update(images)
     f[PATHS["schema"]] = schema_page(ctx)
     f[PATHS["tags"]] = tags_page()
+    f[PATHS["robustness"]] = robustness_page(ctx)
     topic_nav = []
     for topic_id, topic in topics(ctx.kb).items():
         f[topic_path(topic_id)] = topic_page(ctx, topic_id, topic)
@@ -109,6 +111,7 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     nav.extend(topic_nav)
     contributing = [CONTRIBUTING] if CONTRIBUTING in hand_written else []
     nav.append({"Contributing": [*contributing, PATHS["schema"]]})
+    nav.append({"Robustness": [*([ROBUSTNESS] if ROBUSTNESS in hand_written else []), PATHS["robustness"]]})
     nav.append({"Tags": PATHS["tags"]})
     site.nav = nav
     return site

@@ -96,3 +96,31 @@ def benchmark_page(ctx: Context) -> tuple[str, dict[str, bytes]]:
     else:
         parts.append("No setting has been measured with more than one seed yet.\n")
     return "".join(parts), images
+
+
+def robustness_page(ctx: Context) -> str:
+    """The counts of the last hostile-input run (``results/robustness.json``)."""
+    parts = ["# Robustness: latest counts\n\n",
+             "Every hostile input run through the record loader by `python -m vlmeft.robustness` "
+             "(what the inputs are and what counts as a failure: the robustness page).\n\n"]
+    data = ctx.robustness
+    if data is None:
+        return "".join(parts) + NOT_MEASURED + "\n"
+    keys = ("inputs_tried", "refused", "accepted", "failures")
+    parts.append(md.table(["inputs tried", "refused", "accepted", "failures"], [[str(data[k]) for k in keys]]) + "\n")
+    rows = []
+    for kind, counts in sorted(data["by_kind"].items()):
+        counts = counts if isinstance(counts, dict) else {}
+        rows.append([md.code(kind), *(str(counts.get(k, "")) for k in keys)])
+    parts.append("## By kind {#by-kind}\n\n")
+    parts.append(md.table(["kind", "inputs tried", "refused", "accepted", "failures"], rows) + "\n")
+    if isinstance(data.get("slowest_cpu_seconds"), (int, float)):
+        parts.append(f"Slowest input: {fmt(data['slowest_cpu_seconds'], 2)} s of CPU time.\n\n")
+    parts.append("## Failures {#failures}\n\n")
+    failed = data.get("failed") or []
+    if not failed:
+        return "".join(parts) + "None.\n"
+    for item in failed:
+        item = item if isinstance(item, dict) else {}
+        parts.append(f"- {md.code(item.get('name', '?'))}: {md.text(item.get('detail', ''))}\n")
+    return "".join(parts) + "\n"

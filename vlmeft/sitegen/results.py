@@ -83,6 +83,19 @@ def load_conformance(results_dir: Path | None) -> Conformance:
     return Conformance(backbone=str(backbone) if backbone is not None else None, cells=cells, source=path)
 
 
+def load_robustness(results_dir: Path | None) -> dict[str, Any] | None:
+    """``results_dir/robustness.json`` (written by ``python -m vlmeft.robustness``), or None."""
+    path = results_dir / "robustness.json" if results_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    data = _read_json(path)
+    counts = ("inputs_tried", "refused", "accepted", "failures")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) for k in counts) \
+            or not isinstance(data.get("by_kind"), dict):
+        raise VlmeftError(f"expected an object with integer {', '.join(counts)} and a 'by_kind' object", where=str(path))
+    return data
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
