@@ -38,6 +38,12 @@ effect on the features starts tiny. We reproduce that with :func:`scale_grad`.
 * The class text is the first template (the released code uses "a photo of a {}.");
   text features are re-encoded each training step and cached at evaluation.
 * Vision tokens are required (a ResNet tower has no blocks to adapt).
+* **Defaults for tiny few-shot splits: lr 0.007 (released: 0.0015) and at least 100
+  optimiser steps** (``min_steps``; released: 5 epochs). 4 shots of 10 classes at batch
+  16 are 2 steps an epoch, 10 in all, and the kept state equals zero-shot; the embedded
+  backbone's learned logit scale (~22, CLIP: 100) also shrinks the gradients ~4.6x.
+  Chosen on val (digits, 4 shots, mean over seeds 1-3): 10 steps at 0.0015 gives 0.608
+  (= zero-shot), 100 steps at 0.0015 0.683, 100 steps at 0.007 0.708.
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ class Config(MethodConfig):
     adapter_scale: float = 0.001
     epochs: int = 5
     batch_size: int = 16
-    lr: float = 1.5e-3
+    lr: float = 7e-3  # released: 1.5e-3 (module notes)
+    min_steps: int = 100  # released: 5 epochs whatever the split size
     warmup_epochs: int = 0
 
     def validate(self) -> None:

@@ -58,7 +58,9 @@ class LinearProbe(Method):
     name = "linear-probe"
     category = "baseline"
     Config = Config
-    training_free = True  # fitted in closed loop by L-BFGS inside fit_cache, not by the engine
+    # Its head is learned (by L-BFGS inside fit_cache), so it is not training-free; the
+    # engine's gradient loop is skipped because the config has ``epochs = 0``.
+    training_free = False
     frozen_image_path = True
 
     def __init__(self, backbone, classnames, templates, config=None) -> None:  # noqa: ANN001

@@ -17,6 +17,12 @@ What this version simplifies: $w^{\\text{clip}}$ is the task's template ensemble
 method's ``templates``) rather than one dataset-specific template. We follow the paper's
 squared L2 distance of normalised features; the official code writes the same idea as
 $1 - \\overline{\\cos}$, which is half of it, so its $\\lambda=8$ corresponds to 4 here.
+
+What this version changes in the defaults: **lr 0.02** (paper: 0.002). On the embedded
+backbone (learned logit scale ~22 rather than CLIP's 100, so ~4.6x smaller gradients)
+and 40 training images (one full-batch step an epoch), the paper's lr leaves the context
+near its init. Chosen on val (digits, 4 shots, mean over seeds 1-3): lr 0.002 gives
+0.658, lr 0.02 0.675 (zero-shot 0.608).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ class Config(CoOpConfig):
 
     epochs: int = 100
     batch_size: int = 128
-    lr: float = 0.002
+    lr: float = 0.02  # paper: 0.002; chosen on val for the embedded backbone (module notes)
     n_ctx: int = 4
     ctx_init: str = "a photo of a"
     kg_weight: float = 8.0  # lambda of the knowledge-guided term

@@ -141,11 +141,11 @@ class RedCircle(Method):
     def _to_encoder(self, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         """Resize (shorter side) and centre-crop a ``[3, H, W]`` image to the encoder's size,
         and map its boxes into the new pixel grid."""
-        from vlmeft.data.loading import _resize_center_crop
+        from vlmeft.data.loading import resize_center_crop
 
         size = self.backbone.image_size
         h, w = image.shape[-2:]
-        out = _resize_center_crop(image[None], size)[0]
+        out = resize_center_crop(image[None], size)[0]
         if h == w == size:
             return out, boxes
         scale = size / min(h, w)

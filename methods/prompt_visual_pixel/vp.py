@@ -21,6 +21,20 @@ What this version simplifies:
   here the shared engine's constant warm-up epoch stands in for it.
 * ``pad`` scales with the backbone's input size (``round(30 / 224 * size)``, at least
   one pixel) unless set explicitly: 4 px on the 32 px embedded backbone.
+
+What this version changes in the defaults (the paper's values stay one ``--set`` away:
+``init_std=1 lr=40 epochs=1000``):
+
+* **Zero init** (``init_std = 0``; paper: a standard normal). On a 32 px image the 4 px
+  border is 44% of the pixels and, on the UCI digits, overlaps the digit: random noise of
+  std 1 there drops the start from zero-shot's 62% val accuracy to 38%, and training
+  never recovers it. A zero border starts exactly at zero-shot.
+* **lr 1 and 100 epochs** (paper: 40 and 1,000). The paper's lr makes up for the tiny
+  per-pixel gradients of a 224 px input; a 32 px input has 49x fewer pixels per patch
+  token's worth of signal, and lr 40 diverges from the start. Chosen on val (digits,
+  4 shots, mean over seeds 1-3): lr 1 gives 0.742, lr 4 0.733 (zero-shot: 0.608).
+  1,000 epochs of an uncached image tower plus a val pass each epoch took over 7 minutes
+  on 2 cores; 100 take about a minute.
 """
 
 from __future__ import annotations
@@ -41,25 +55,26 @@ PAPER_SIZE = 224
 
 @dataclass
 class Config(MethodConfig):
-    """The paper's recipe: SGD, lr 40, momentum 0.9, no weight decay, batch 256, 1,000 epochs.
+    """SGD, momentum 0.9, no weight decay, batch 256, as in the paper; lr, epochs and the
+    init are chosen on val for 32 px inputs (module notes).
 
-    The huge learning rate is not a typo: a pixel perturbation of normalised inputs gets
-    tiny gradients. On our small few-shot tasks 1,000 epochs of a 64-image training set
-    are only 1,000 steps of a 32 px model, so the paper's schedule is kept as the
-    default; pass ``--set epochs=...`` to shorten it for quick experiments.
-    """
+    The paper's learning rate of 40 is not a typo: a pixel perturbation of normalised
+    224 px inputs gets tiny gradients."""
 
-    epochs: int = 1000
+    epochs: int = 100  # paper: 1,000
     batch_size: int = 256
-    lr: float = 40.0
+    lr: float = 1.0  # paper: 40
     weight_decay: float = 0.0
     momentum: float = 0.9
     warmup_epochs: int = 1
     # Border width in pixels at the backbone's input size; 0 = scale the paper's 30/224.
     pad: int = 0
+    init_std: float = 0.0  # std of the prompt's normal init (paper: torch.randn, std 1)
 
     def validate(self) -> None:
         super().validate()
+        if self.init_std < 0:
+            raise VlmeftError(f"init_std must be >= 0, got {self.init_std}", where="--set")
         if self.pad < 0:
             raise VlmeftError(f"pad must be >= 0 (0 = scale the paper's 30 px), got {self.pad}", where="--set")
 
@@ -80,16 +95,18 @@ class PaddingPrompt(nn.Module):
     border's pixel count times three channels.
     """
 
-    def __init__(self, size: int, pad: int, *, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, size: int, pad: int, *, device: torch.device, dtype: torch.dtype, init_std: float = 1.0
+    ) -> None:
         super().__init__()
         self.size, self.pad = size, pad
         inner = size - 2 * pad
         kw = {"device": device, "dtype": dtype}
-        # The paper initialises the prompt with a standard normal (torch.randn).
-        self.pad_up = nn.Parameter(torch.randn(1, 3, pad, size, **kw))
-        self.pad_down = nn.Parameter(torch.randn(1, 3, pad, size, **kw))
-        self.pad_left = nn.Parameter(torch.randn(1, 3, inner, pad, **kw))
-        self.pad_right = nn.Parameter(torch.randn(1, 3, inner, pad, **kw))
+        # The paper initialises the prompt with a standard normal (torch.randn): init_std 1.
+        self.pad_up = nn.Parameter(init_std * torch.randn(1, 3, pad, size, **kw))
+        self.pad_down = nn.Parameter(init_std * torch.randn(1, 3, pad, size, **kw))
+        self.pad_left = nn.Parameter(init_std * torch.randn(1, 3, inner, pad, **kw))
+        self.pad_right = nn.Parameter(init_std * torch.randn(1, 3, inner, pad, **kw))
 
     def frame(self) -> Tensor:
         """The full prompt ``[1, 3, size, size]``."""
@@ -127,7 +144,8 @@ class VisualPrompt(Method):
     ) -> None:
         super().__init__(backbone, classnames, templates, config)
         pad = scaled_pad(backbone.image_size, self.config.pad)
-        self.prompt = PaddingPrompt(backbone.image_size, pad, device=backbone.device, dtype=backbone.dtype)
+        self.prompt = PaddingPrompt(backbone.image_size, pad, device=backbone.device, dtype=backbone.dtype,
+                                    init_std=self.config.init_std)
         self.build_class_state()
 
     def image_features(self, images: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 from pathlib import Path
 
 import open_clip
@@ -37,6 +38,18 @@ def register_configs() -> None:
     open_clip.add_model_config(config_dir() if callable(config_dir) else _SYNTHCLIP_DIR)
     open_clip.add_model_config(_CONFIG_DIR)
     _registered = True
+
+
+def _create_unloaded(name: str) -> torch.nn.Module:
+    """open_clip model with no weights loaded. Random init is intended here (or the shipped
+    weights follow), so open_clip's "initialized randomly" warning is not shown."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return open_clip.create_model(name, pretrained=None, device="cpu")
+    finally:
+        root.setLevel(level)
 
 
 def _file_sha256(path: Path) -> str:
@@ -77,14 +90,14 @@ def load_backbone(
     if name == DEFAULT_BACKBONE and pretrained == "synthclip":
         from vlmeft.backbone import synthclip
 
-        model = open_clip.create_model(name, pretrained=None, device="cpu")
+        model = _create_unloaded(name)
         state = synthclip.state_dict()  # verifies the shipped checksum
         model.load_state_dict(state)
         digest = synthclip.sha256() if hasattr(synthclip, "sha256") else synthclip.shipped_info()["sha256"]
         weights_id = f"synthclip:{digest[:16]}"
     elif _no_weights(pretrained):
         torch.manual_seed(seed)  # random init, reproducible
-        model = open_clip.create_model(name, pretrained=None, device="cpu")
+        model = _create_unloaded(name)
         weights_id = f"random:{seed}"
         pretrained = None
     else:

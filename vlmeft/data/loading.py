@@ -65,7 +65,7 @@ def read_image(path: Path) -> np.ndarray:
         raise VlmeftError(f"cannot read image ({first})", where=str(path)) from None
 
 
-def _resize_center_crop(image: Tensor, size: int) -> Tensor:
+def resize_center_crop(image: Tensor, size: int) -> Tensor:
     """``[B, 3, H, W]`` float in [0, 1] -> ``[B, 3, size, size]``: bicubic resize of the
     shorter side, then centre crop."""
     h, w = image.shape[-2:]
@@ -89,10 +89,10 @@ def load_batch(split: Split, indices: Sequence[int] | np.ndarray, prep: Preproce
     """Images ``indices`` of ``split`` as a normalised float tensor ``[B, 3, S, S]`` (CPU)."""
     idx = np.asarray(indices, dtype=np.int64)
     if isinstance(split.images, np.ndarray):
-        batch = _resize_center_crop(_to_unit_float(split.images[idx]), prep.image_size)
+        batch = resize_center_crop(_to_unit_float(split.images[idx]), prep.image_size)
     else:
         batch = torch.cat(
-            [_resize_center_crop(_to_unit_float(read_image(split.images[i])[None]), prep.image_size) for i in idx]
+            [resize_center_crop(_to_unit_float(read_image(split.images[i])[None]), prep.image_size) for i in idx]
         ) if len(idx) else torch.empty(0, 3, prep.image_size, prep.image_size)
     mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
     std = torch.tensor(prep.std).view(1, -1, 1, 1)

@@ -92,10 +92,18 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     for key, kind in expected.items():
         if not isinstance(meta.get(key), kind):
             raise VlmeftError(f"field '{key}' is missing or not a {kind.__name__}", where=str(path))
-    for key in ("classnames", "templates"):  # they reach the tokenizer: text only
-        if not meta[key] or not all(isinstance(v, str) and v.strip() for v in meta[key]):
+    # Both reach the tokenizer: text only. A grounding-only method (red circle) has no label set.
+    for key in ("classnames", "templates"):
+        may_be_empty = key == "classnames" and not _classifies(meta["method"])
+        if (not meta[key] and not may_be_empty) or not all(isinstance(v, str) and v.strip() for v in meta[key]):
             raise VlmeftError(f"field '{key}' must be a non-empty list of non-empty strings", where=str(path))
     return meta
+
+
+def _classifies(method_id: str) -> bool:
+    from vlmeft import registry
+
+    return not registry.is_registered(method_id) or "classification" in registry.get(method_id).tasks
 
 
 def _read_tensors(path: Path, expected_sha: str) -> dict:
