@@ -79,6 +79,12 @@ def run_bench(
     if backbone is None:
         backbone = load_backbone(backbone_name or DEFAULT_BACKBONE, pretrained, device=device)
     cells = build_cells(profile, selection, backbone)
+    # Fingerprint the code now, when the methods' modules have just been imported (by the
+    # probe in build_cells), so that a file edited during the run is not credited to it.
+    import vlmeft.engine  # noqa: F401 (the shared training code, imported before hashing it)
+
+    for method in sorted({c.method for c in cells}):
+        code_fingerprint(method)
     store = store_for(out, profile)
     store.clean_stale_temps()
     others = sorted({(r["backbone"], r.get("backbone_weights", "")) for r in store.read()["rows"]}

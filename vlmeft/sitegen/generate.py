@@ -35,6 +35,8 @@ from vlmeft.sitegen.topic_pages import topic_page, topic_path
 HOME = "index.md"
 CONTRIBUTING = "contributing.md"
 ROBUSTNESS = "robustness.md"
+BACKBONE = "backbone.md"  # the embedded default and its quality bar
+PERFORMANCE = "performance.md"  # real-scale training and inference cost
 
 
 @dataclass
@@ -107,7 +109,10 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     nav.append({"Paradigms": PATHS["paradigms"]})
     nav.append({"Tasks": PATHS["tasks"]})
     nav.append({"Bibliography": PATHS["bibliography"]})
-    nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"]]})
+    if BACKBONE in hand_written:
+        nav.append({"Embedded default": BACKBONE})
+    performance = [PERFORMANCE] if PERFORMANCE in hand_written else []
+    nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"], *performance]})
     nav.extend(topic_nav)
     contributing = [CONTRIBUTING] if CONTRIBUTING in hand_written else []
     nav.append({"Contributing": [*contributing, PATHS["schema"]]})
