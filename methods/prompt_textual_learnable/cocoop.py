@@ -49,8 +49,8 @@ import torch
 from torch import Tensor, nn
 
 from vlmeft.backbone.wrapper import Backbone
-from vlmeft.method import Method, MethodConfig
-from vlmeft.prompting import TextPromptLearner
+from vlmeft.method import MethodConfig
+from vlmeft.methods.prompt_textual_learnable.coop import CoOp
 
 
 @dataclass
@@ -69,8 +69,9 @@ class Config(MethodConfig):
     meta_reduction: int = 16  # Meta-Net hidden width = embed_dim // meta_reduction
 
 
-class CoCoOp(Method):
-    """Image-conditional text context: the Meta-Net shifts the context per image."""
+class CoCoOp(CoOp):
+    """Image-conditional text context: the Meta-Net shifts the context per image. The
+    prompt learner, class state and probe hooks are CoOp's (with unified context)."""
 
     name = "cocoop"
     category = "prompt.textual.learnable"
@@ -83,19 +84,10 @@ class CoCoOp(Method):
         self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], config: Config | None = None
     ) -> None:
         super().__init__(backbone, classnames, templates, config)
-        cfg = self.config
-        self.prompt_learner = TextPromptLearner(backbone, self.classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init)
-        hidden = max(1, backbone.embed_dim // max(1, cfg.meta_reduction))
+        hidden = max(1, backbone.embed_dim // max(1, self.config.meta_reduction))
         self.meta_net = nn.Sequential(
             nn.Linear(backbone.embed_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, backbone.text_width)
         ).to(backbone.device)
-        self.build_class_state()
-
-    def build_class_state(self) -> None:
-        self.prompt_learner.set_classnames(self.classnames)
-
-    def text_prompt_parameters(self) -> list[nn.Parameter]:
-        return [self.prompt_learner.ctx]
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:
         """``[B, C, E]`` for the images' own prompts, in one text-encoder pass over ``B*C``
