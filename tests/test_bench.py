@@ -201,6 +201,22 @@ def test_cells_measured_with_other_code_are_measured_again(tiny_vit, tmp_path):
     assert len(read_results(first.path)["rows"]) == 1
 
 
+def test_worker_processes_measure_the_same_numbers(tmp_path):
+    """--jobs 2: cells run in spawned workers give the rows one process gives (seeded)."""
+    from vlmeft.backbone import load_backbone
+
+    name, pretrained = ("synthclip-tiny", "default") if synthclip_available() else ("vlmeft-tiny-vit", None)
+    backbone = load_backbone(name, pretrained)
+    profile = get_profile("test")
+    selection = Selection(methods=["coop", "linear-probe"], shots=[1], seeds=[1])
+    one = run_bench(profile, selection, tmp_path / "one", backbone=backbone, progress=False)
+    two = run_bench(profile, selection, tmp_path / "two", backbone=backbone, progress=False, jobs=2)
+    assert (one.ran, two.ran, len(two.failed)) == (2, 2, 0)
+    metrics = ("method", "accuracy", "trainable_params", "code", "backbone_weights")
+    assert ([{k: r[k] for k in metrics} for r in read_results(one.path)["rows"]]
+            == [{k: r[k] for k in metrics} for r in read_results(two.path)["rows"]])
+
+
 # ------------------------------------------------------------------------------ report
 def test_report_aggregates_over_seeds():
     rows = [_row("coop", shots=16, seed=s, accuracy=a) for s, a in ((1, 0.5), (2, 0.7))]
@@ -215,6 +231,8 @@ def test_report_aggregates_over_seeds():
     assert "| coop | 60.0 ± 10.0 |" in table and "| zsclip | 40.0* |" in table
     text = report_markdown(rows)
     assert "## Base-to-novel: colors" in text and "53.3" in text
+    # Stability: coop's few-shot std 10.0 and its per-seed HMs 45.0 / 58.3 (std 6.67) average to 8.33.
+    assert "| coop | 2 | 8.33 | 10.00 |" in text
 
 
 def test_report_never_averages_across_backbone_weights():
@@ -259,8 +277,8 @@ def test_killed_runs_keep_finished_cells_and_resume(tmp_path):
     cmd = _bench_cmd(out)
     total = 1 + 2 * 2 * 2  # zsclip once; linear-probe and coop at 2 shots x 2 seeds
 
-    # SIGTERM: a clean stop, exit 130, finished cells on disk.
-    proc = _start_and_kill_after(cmd, out, 1, signal.SIGTERM)
+    # SIGTERM (with two worker processes): a clean stop, exit 130, finished cells on disk.
+    proc = _start_and_kill_after([*cmd, "--jobs", "2"], out, 1, signal.SIGTERM)
     err = proc.stderr.read()
     kept = _rows(out)
     assert 1 <= len(kept) < total, err

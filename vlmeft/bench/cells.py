@@ -68,13 +68,15 @@ def code_fingerprint(method: str) -> str:
 class CellRunner:
     """Runs cells on one backbone, sharing the task data and the frozen-feature cache."""
 
-    def __init__(self, backbone: Any, overrides_for: Any, *, profile: str = "", config_hash: str = "") -> None:
+    def __init__(self, backbone: Any, overrides_for: Any, *, profile: str = "", config_hash: str = "",
+                 code: dict[str, str] | None = None) -> None:
         from vlmeft.engine import FeatureCache
 
         self.backbone = backbone
         self.overrides_for = overrides_for  # method id -> {field: value}
         self.profile = profile
         self.config_hash = config_hash
+        self.code = dict(code or {})  # method -> code fingerprint taken when the run started
         # Big enough for every sampled split of a full run: features are small ([N, E]).
         self.cache = FeatureCache(max_items=4096)
         self._zero_shot: dict[tuple, Any] = {}
@@ -132,7 +134,7 @@ class CellRunner:
             if report.selected:
                 row["selected"] = {k: float(v) for k, v in report.selected.items()}
         row["overrides"] = dict(self.overrides_for(cell.method))
-        row["code"] = code_fingerprint(cell.method)
+        row["code"] = self.code.get(cell.method) or code_fingerprint(cell.method)
         row["cell_seconds"] = round(time.perf_counter() - start, 4)  # wall time: train + evaluate
         row["cell_cpu_seconds"] = round(time.process_time() - cpu_start, 4)  # all threads' CPU time
         row["profile"] = self.profile

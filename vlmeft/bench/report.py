@@ -192,6 +192,24 @@ def cost_table(g: Groups) -> str:
     return ""
 
 
+def stability_table(g: Groups) -> str:
+    """Seed variance per method: the std over seeds of each trained setting (few-shot,
+    base-to-novel HM, cross-domain shifted mean), summarised as its mean and maximum."""
+    metric = {"few-shot": "accuracy", "base-to-novel": "hm", "cross-domain": "shifted_mean"}
+    stds: dict[str, list[float]] = defaultdict(list)
+    for (method, task, protocol, shots), members in g.groups.items():
+        if protocol in metric and shots > 0:
+            stat = g.stat(method, task, protocol, shots, metric[protocol])
+            if stat is not None and stat[2] > 1:
+                stds[method].append(stat[1])
+    if not stds:
+        return ""
+    order = sorted(stds, key=lambda m: (sum(stds[m]) / len(stds[m]), m))
+    body = [[m, str(len(stds[m])), f"{100 * sum(stds[m]) / len(stds[m]):.2f}", f"{100 * max(stds[m]):.2f}"]
+            for m in order]
+    return _table(["method", "settings", "mean std (points)", "max std (points)"], body)
+
+
 def headline_table(rows: Sequence[dict[str, Any]]) -> str:
     """One row per method: its headline number under each protocol and task measured
     (rows of one backbone and weights; see :func:`backbones`)."""
@@ -273,6 +291,12 @@ def _report_one(rows: Sequence[dict[str, Any]]) -> str:
         out += [f"## Retrieval: {task}\n\n", retrieval_table(g, task), "\n"]
     for task in g.tasks("grounding"):
         out += [f"## Grounding: {task}\n\n", grounding_table(g, task), "\n"]
+    stability = stability_table(g)
+    if stability:
+        out += ["## Stability over seeds\n\n",
+                "Standard deviation over seeds of every trained setting (few-shot accuracy, base-to-novel HM, "
+                "cross-domain shifted mean), in percentage points; zero-shot methods have none.\n\n",
+                stability, "\n"]
     cost = cost_table(g)
     if cost:
         out += ["## Cost\n\n", cost, "\n"]

@@ -66,10 +66,12 @@ def run_bench(
     progress: bool = True,
     fail_fast: bool = False,
     rerun: bool = False,
+    jobs: int = 1,
     log: Any = None,
 ) -> BenchSummary:
     """Run every unfinished cell of ``profile`` narrowed by ``selection`` into ``out``
-    (on ``backbone`` if given, else on the one named by ``backbone_name``/``pretrained``)."""
+    (on ``backbone`` if given, else on the one named by ``backbone_name``/``pretrained``),
+    in ``jobs`` worker processes (1: in this process)."""
     from vlmeft.backbone import DEFAULT_BACKBONE, load_backbone
     from vlmeft.bench.cells import CellRunner, code_fingerprint
 
@@ -83,8 +85,7 @@ def run_bench(
     # probe in build_cells), so that a file edited during the run is not credited to it.
     import vlmeft.engine  # noqa: F401 (the shared training code, imported before hashing it)
 
-    for method in sorted({c.method for c in cells}):
-        code_fingerprint(method)
+    code = {m: code_fingerprint(m) for m in sorted({c.method for c in cells})}
     store = store_for(out, profile)
     store.clean_stale_temps()
     others = sorted({(r["backbone"], r.get("backbone_weights", "")) for r in store.read()["rows"]}
@@ -96,7 +97,7 @@ def run_bench(
     # A finished cell counts only if measured with the current code of its method (and
     # the shared training code); --rerun measures everything again.
     rows = [] if rerun else store.read()["rows"]
-    done = {cell_key(r) for r in rows if r.get("code") == code_fingerprint(r["method"])}
+    done = {cell_key(r) for r in rows if r.get("code") == code.get(r["method"], code_fingerprint(r["method"]))}
     measured = {cell_key(r) for r in rows}
     stale = sum(1 for c in cells if c.key in measured and c.key not in done)
     if stale:
@@ -105,33 +106,96 @@ def run_bench(
     summary = BenchSummary(path=store.path, total=len(cells), skipped=len(cells) - len(pending))
     print(f"bench {profile.name}: {len(cells)} cells, {summary.skipped} already finished, "
           f"{len(pending)} to run -> {store.path}", file=log)
-    runner = CellRunner(backbone, profile.overrides_for, profile=profile.name, config_hash=profile.config_hash())
-
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(cells), initial=summary.skipped, unit="cell", desc=f"bench {profile.name}",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def record(cell: Cell, outcome: tuple[str, Any]) -> None:
+        kind, value = outcome
+        if kind == "row":
+            store.add_row(value)
+            summary.ran += 1
+        else:
+            store.add_failure(cell.to_dict(), value)
+            summary.failed.append((cell, value))
+            bar.write(f"failed: {cell.label}: {value}", file=sys.stderr)
+        bar.set_postfix_str(cell.label, refresh=False)
+        bar.update(1)
+
     try:
-        for cell in pending:
-            bar.set_postfix_str(cell.label, refresh=True)
-            try:
-                row = runner.run(cell)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as err:  # noqa: BLE001 (one broken cell must not cost the others)
-                if fail_fast:
-                    raise
-                message = _one_line(err)
-                store.add_failure(cell.to_dict(), message)
-                summary.failed.append((cell, message))
-                bar.write(f"failed: {cell.label}: {message}", file=sys.stderr)
-            else:
-                store.add_row(row)
-                summary.ran += 1
-            bar.update(1)
+        if jobs > 1 and len(pending) > 1 and not fail_fast:
+            _run_parallel(pending, record, jobs, profile, backbone, device, code)
+        else:
+            runner = CellRunner(backbone, profile.overrides_for, profile=profile.name,
+                                config_hash=profile.config_hash(), code=code)
+            for cell in pending:
+                bar.set_postfix_str(cell.label, refresh=True)
+                record(cell, _attempt(runner, cell, fail_fast))
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _attempt(runner: Any, cell: Cell, fail_fast: bool = False) -> tuple[str, Any]:
+    """("row", row) or ("error", one-line message): one broken cell must not cost the others."""
+    try:
+        return "row", runner.run(cell)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001
+        if fail_fast:
+            raise
+        return "error", _one_line(err)
+
+
+# ------------------------------------------------------------------ worker processes
+# Each worker loads its own backbone and task data once (spawned, not forked: forking a
+# process whose torch thread pool is running can deadlock) and returns rows; only the
+# parent writes the results file, so the store's guarantees are unchanged.
+_WORKER: Any = None
+
+
+def _init_worker(profile: Profile, name: str, pretrained: str | None, weights_id: str, device: str,
+                 threads: int, code: dict[str, str]) -> None:
+    import signal
+
+    import torch
+
+    from vlmeft.backbone import load_backbone
+    from vlmeft.bench.cells import CellRunner
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent handles it
+    torch.set_num_threads(threads)
+    backbone = load_backbone(name, pretrained, device=device)
+    if backbone.weights_id != weights_id:
+        raise RuntimeError(f"worker loaded weights {backbone.weights_id}, the run uses {weights_id}")
+    global _WORKER
+    _WORKER = CellRunner(backbone, profile.overrides_for, profile=profile.name, config_hash=profile.config_hash(),
+                         code=code)
+
+
+def _work(cell: Cell) -> tuple[Cell, tuple[str, Any]]:
+    return cell, _attempt(_WORKER, cell)
+
+
+def _run_parallel(pending: list[Cell], record: Any, jobs: int, profile: Profile, backbone: Any, device: str,
+                  code: dict[str, str]) -> None:
+    import multiprocessing
+
+    import torch
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ctx.Pool(min(jobs, len(pending)), initializer=_init_worker,
+                    initargs=(profile, backbone.name, backbone.pretrained, backbone.weights_id, device,
+                              torch.get_num_threads(), code))
+    try:
+        for cell, outcome in pool.imap_unordered(_work, pending, chunksize=1):
+            record(cell, outcome)
+        pool.close()
+    finally:
+        pool.terminate()  # on Ctrl-C/SIGTERM: stop the cells in flight (they were not finished)
+        pool.join()

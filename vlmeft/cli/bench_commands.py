@@ -1,7 +1,7 @@
 """`vlmeft bench`: run the benchmark grid (resumable) or print its tables.
 
     vlmeft bench --profile quick                 # CI smoke test, <= 3 min on 2 cores
-    vlmeft bench --profile full --threads 2      # the committed results, <= 30 min
+    vlmeft bench --profile full --jobs 2         # the committed results, <= 30 min
     vlmeft bench --methods coop,cocoop --tasks digits --shots 1,16 --seeds 1
     vlmeft bench --report                        # the tables of what results/bench holds
 
@@ -79,7 +79,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         summary = run_bench(profile, selection, out, backbone_name=args.backbone, pretrained=args.pretrained,
                             device=args.device, progress=not args.no_progress, fail_fast=args.fail_fast,
-                            rerun=args.rerun)
+                            rerun=args.rerun, jobs=args.jobs)
     finally:
         signal.signal(signal.SIGTERM, previous)
     state = "interrupted" if summary.interrupted else "done"
@@ -120,6 +120,9 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 on cpu: the embedded backbone's small ops ran 14x slower "
                         "with 2 threads on a busy 2-core machine)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes running cells in parallel (2 on a 2-core machine; each loads its own "
+                        "backbone; --fail-fast runs in one process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell (with its traceback)")
     p.add_argument("--rerun", action="store_true",
