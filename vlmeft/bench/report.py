@@ -235,7 +235,7 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
         col(f"{task} source", task, "cross-domain", top, "accuracy")
         col(f"{task} shifted", task, "cross-domain", top, "shifted_mean")
     for task in g.tasks("retrieval"):
-        col(f"{task} R@1", task, "retrieval", 0, "r1")
+        col(f"{task} R@1 (both ways)", task, "retrieval", 0, "r1")
     for task in g.tasks("grounding"):
         col(f"{task} grounding", task, "grounding", 0, "accuracy")
     methods = sorted({k[0] for k in g.groups})
@@ -299,5 +299,7 @@ def _report_one(rows: Sequence[dict[str, Any]]) -> str:
                 stability, "\n"]
     cost = cost_table(g)
     if cost:
-        out += ["## Cost\n\n", cost, "\n"]
+        out += ["## Cost\n\n", "Trainable parameters, and wall-clock seconds of `fit` (training plus "
+                "selection on val) per cell: indicative only, they depend on the machine and its load.\n\n",
+                cost, "\n"]
     return "".join(out)
