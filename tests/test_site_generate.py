@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from vlmeft.bench import report
 from vlmeft.errors import VlmeftError
 from vlmeft.kb import cite
 from vlmeft.kb.load import load_kb
@@ -15,7 +16,8 @@ from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import NOT_MEASURED, PATHS, method_path, node_path
 from vlmeft.sitegen.generate import GEN, make_context, render, write
 from vlmeft.sitegen.results import load_bench, load_conformance
-from vlmeft.sitegen.sections import aggregate
+from vlmeft.sitegen.plots import accuracy_vs_shots, shot_series
+from vlmeft.sitegen.sections import aggregate, bench_table
 from vlmeft.sitegen.taxonomy_pages import mermaid_id
 
 FIXTURE = Path(__file__).parent / "data" / "site"
@@ -216,10 +218,85 @@ def test_nav_reaches_every_generated_page(site) -> None:
 
 # --- results files -------------------------------------------------------------------
 
-def test_aggregate_mean_and_std_over_seeds() -> None:
-    rows = [{"method": "m", "task": "t", "protocol": "p", "shots": 4, "accuracy": a} for a in (0.5, 0.6, 0.7)]
+def _row(method: str, protocol: str = "few-shot", shots: int = 4, seed: int = 1, task: str = "t", **metrics):
+    return {"method": method, "task": task, "protocol": protocol, "shots": shots, "seed": seed, **metrics}
+
+
+def test_aggregate_uses_the_population_std() -> None:
+    rows = [_row("m", seed=s, accuracy=a) for s, a in ((1, 0.5), (2, 0.6), (3, 0.7))]
     (agg,) = aggregate(rows)
-    assert agg["seeds"] == 3 and agg["accuracy"] == pytest.approx(0.6) and agg["accuracy_std"] == pytest.approx(0.1)
+    mean, std, n = agg["stats"]["accuracy"]
+    assert agg["seeds"] == n == 3 and mean == pytest.approx(0.6)
+    assert std == pytest.approx(0.1 * (2 / 3) ** 0.5)  # sqrt(((-.1)² + 0 + .1²) / 3), not the sample 0.1
+
+
+def test_hm_is_the_hm_of_the_means_as_in_the_report(kb, tmp_path) -> None:
+    # Per-seed HMs are 2*.8*.4/1.2 = .5333 and .6 (mean .5667); the HM of the means .7 and .5 is .5833.
+    rows = [_row("coop", "base-to-novel", 16, 1, base=0.8, novel=0.4, hm=0.5333),
+            _row("coop", "base-to-novel", 16, 2, base=0.6, novel=0.6, hm=0.6)]
+    (agg,) = aggregate(rows)
+    mean, std, n = agg["stats"]["hm"]
+    assert mean == pytest.approx(2 * 0.7 * 0.5 / 1.2) and n == 2
+    assert std == pytest.approx((0.6 - 2 * 0.8 * 0.4 / 1.2) / 2)  # population std of the per-seed HMs
+    assert agg["stats"]["base"] == pytest.approx((0.7, 0.1, 2))
+    ctx = make_context(kb, results_dir=tmp_path)
+    table = bench_table(ctx, PATHS["benchmark"], rows, with_method=False)
+    assert "| t | 16 | 2 | 70.0 ± 10.0 | 50.0 ± 10.0 | 58.3 ± 3.3 |" in table
+    # The same cells as the benchmark report (README, `vlmeft bench --report`).
+    in_report = report.base_to_novel_table(report.Groups(rows), "t")
+    assert "| coop | 16 | 70.0 ± 10.0 | 50.0 ± 10.0 | 58.3 ± 3.3 |" in in_report
+
+
+def test_every_metric_a_row_carries_gets_a_column(kb, tmp_path) -> None:
+    rows = [_row("zsclip", "retrieval", 0, task="scenes", r1=0.52, r5=0.91, i2t_r1=0.6, i2t_r5=0.95,
+                 t2i_r1=0.44, t2i_r5=0.87),
+            _row("red-circle", "grounding", 0, task="scenes", accuracy=0.28, chance=0.42),
+            _row("coop", "cross-domain", 16, task="colors", accuracy=0.78, shifted_mean=0.64,
+                 domains={"checkered": 0.77, "dim": 0.51})]
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "rows.json").write_text(json.dumps(rows))
+    ctx = make_context(kb, results_dir=tmp_path)
+    page = bench_table(ctx, PATHS["benchmark"], ctx.bench.rows, with_method=True)
+    for head in ("### Retrieval",
+                 "| R@1 | R@5 | image→text R@1 | image→text R@5 | text→image R@1 | text→image R@5 |",
+                 "### Grounding", "| grounding accuracy | chance |",
+                 "### Cross-domain", "| source accuracy | checkered | dim | shifted mean |"):
+        assert head in page, head
+    assert "| 52.0 | 91.0 | 60.0 | 95.0 | 44.0 | 87.0 |" in page
+    assert "| 28.0 | 42.0 |" in page and "| 78.0 | 77.0 | 51.0 | 64.0 |" in page
+
+
+def test_backbone_weights_are_never_averaged_together(kb, tmp_path) -> None:
+    rows = [{**_row("coop", seed=1, accuracy=0.5), "backbone": "b", "backbone_weights": "w1"},
+            {**_row("coop", seed=2, accuracy=0.9), "backbone": "b", "backbone_weights": "w2"}]
+    aggs = aggregate(rows)
+    assert [(a["weights"], a["stats"]["accuracy"][0], a["seeds"]) for a in aggs] == [("w1", 0.5, 1), ("w2", 0.9, 1)]
+    table = bench_table(make_context(kb, results_dir=tmp_path), PATHS["benchmark"], rows, with_method=False)
+    assert "### Backbone `b`, weights `w1`" in table and "### Backbone `b`, weights `w2`" in table
+    assert "#### Few-shot" in table and "| 50.0 |" in table and "| 90.0 |" in table and "70.0" not in table
+
+
+def test_zero_shot_methods_are_flat_reference_lines() -> None:
+    trained = ((1, 1, 0.5), (1, 2, 0.6), (16, 1, 0.8))  # (shots, seed, accuracy)
+    rows = [_row("zsclip", shots=0, accuracy=0.55), *(_row("coop", shots=k, seed=s, accuracy=a) for k, s, a in trained)]
+    lines = {line.method: line for line in shot_series(aggregate(rows), "t")}
+    zs, coop = lines["zsclip"], lines["coop"]
+    assert zs.flat and zs.xs == (1, 16) and zs.ys == pytest.approx((0.55, 0.55))  # across the trained range
+    assert not coop.flat and coop.xs == (1, 16) and coop.ys == pytest.approx((0.55, 0.8))
+    assert coop.errs == pytest.approx((0.05, 0.0))
+    assert accuracy_vs_shots(aggregate(rows), "t").startswith(b"\x89PNG")
+
+
+def test_bench_rows_are_validated(tmp_path) -> None:
+    (tmp_path / "bench").mkdir()
+    path = tmp_path / "bench" / "a.json"
+    path.write_text('[{"method": "m", "task": "t", "protocol": "retrieval", "shots": 0, "r1": NaN, "r5": "0.9",'
+                    ' "domains": {"dim": Infinity, "dark": 0.5}}]')
+    (row,) = load_bench(tmp_path).rows
+    assert row["r1"] is None and row["r5"] is None and row["domains"] == {"dark": 0.5}
+    path.write_text('[{"method": "m", "task": "t", "protocol": "few-shot", "shots": 1.5}]')
+    with pytest.raises(VlmeftError, match=r"a\.json \[0\].*shots"):
+        load_bench(tmp_path)
 
 
 def test_malformed_results_are_errors_naming_the_file(tmp_path) -> None:

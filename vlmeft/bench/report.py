@@ -14,7 +14,7 @@ shot column of a table, marked ``*``, since their value does not depend on shots
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from vlmeft.bench.store import read_results, results_files
 from vlmeft.errors import VlmeftError
 
 Stat = tuple[float, float, int]  # mean, std, number of seeds
+# The metric whose seed variance summarises each trained protocol (stability table, site).
+STABILITY_METRIC = {"few-shot": "accuracy", "base-to-novel": "hm", "cross-domain": "shifted_mean"}
 
 
 def load_rows(folder: Path, profile: str | None = None) -> list[dict[str, Any]]:
@@ -80,6 +82,17 @@ class Groups:
 
     def shots(self, task: str, protocol: str) -> list[int]:
         return sorted({k[3] for k in self.groups if k[1] == task and k[2] == protocol and k[3] > 0})
+
+    def domains(self, task: str, protocol: str) -> list[str]:
+        """The shifted domains any row of (task, protocol) reports, sorted."""
+        return sorted({d for (_, t, q, _), rows in self.groups.items() if t == task and q == protocol
+                       for r in rows for d in (r.get("domains") or {})})
+
+    def each(self, metrics: Sequence[str]) -> Iterator[tuple[tuple[str, str, str, int], int, dict[str, Stat | None]]]:
+        """Every group, sorted by (method, task, protocol, shots): its key, its number of rows,
+        and the :meth:`stat` of each metric (None where no row of the group carries it)."""
+        for key in sorted(self.groups):
+            yield key, len(self.groups[key]), {m: self.stat(*key, m) for m in metrics}
 
 
 def _metric(row: dict[str, Any], metric: str) -> float | None:
@@ -143,8 +156,7 @@ def base_to_novel_table(g: Groups, task: str) -> str:
 
 def cross_domain_table(g: Groups, task: str) -> str:
     p = "cross-domain"
-    domains = sorted({d for (m, t, q, _), rows in g.groups.items() if t == task and q == p
-                      for r in rows for d in (r.get("domains") or {})})
+    domains = g.domains(task, p)
     body = []
     for k in g.shots(task, p) or [0]:
         methods = _by_score(g.methods(task, p), lambda m, k=k: _first(g.stat(m, task, p, k, "shifted_mean")))
@@ -192,21 +204,28 @@ def cost_table(g: Groups) -> str:
     return ""
 
 
-def stability_table(g: Groups) -> str:
-    """Seed variance per method: the std over seeds of each trained setting (few-shot,
-    base-to-novel HM, cross-domain shifted mean), summarised as its mean and maximum."""
-    metric = {"few-shot": "accuracy", "base-to-novel": "hm", "cross-domain": "shifted_mean"}
+def stability_rows(g: Groups) -> list[tuple[str, int, float, float]]:
+    """Seed variance per method: ``(method, settings, mean std, max std)``, over the std over
+    seeds of each trained setting (few-shot accuracy, base-to-novel HM, cross-domain shifted
+    mean) measured with more than one seed; steadiest method first."""
+    metric = STABILITY_METRIC
     stds: dict[str, list[float]] = defaultdict(list)
     for (method, task, protocol, shots), members in g.groups.items():
         if protocol in metric and shots > 0:
             stat = g.stat(method, task, protocol, shots, metric[protocol])
             if stat is not None and stat[2] > 1:
                 stds[method].append(stat[1])
-    if not stds:
-        return ""
     order = sorted(stds, key=lambda m: (sum(stds[m]) / len(stds[m]), m))
-    body = [[m, str(len(stds[m])), f"{100 * sum(stds[m]) / len(stds[m]):.2f}", f"{100 * max(stds[m]):.2f}"]
-            for m in order]
+    return [(m, len(stds[m]), sum(stds[m]) / len(stds[m]), max(stds[m])) for m in order]
+
+
+def stability_table(g: Groups) -> str:
+    """Seed variance per method: the std over seeds of each trained setting (few-shot,
+    base-to-novel HM, cross-domain shifted mean), summarised as its mean and maximum."""
+    rows = stability_rows(g)
+    if not rows:
+        return ""
+    body = [[m, str(n), f"{100 * mean:.2f}", f"{100 * top:.2f}"] for m, n, mean, top in rows]
     return _table(["method", "settings", "mean std (points)", "max std (points)"], body)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -23,43 +24,87 @@ def _png(plt, fig) -> bytes:  # noqa: ANN001
     return buf.getvalue()
 
 
-def accuracy_vs_shots(aggs: list[dict[str, Any]], task: str) -> bytes | None:
-    """One line per method: mean accuracy (error bar = std over seeds) against shots."""
-    series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+@dataclass(frozen=True)
+class Line:
+    """One method's line on the accuracy-against-shots plot.
+
+    A method measured only at shots 0 (zero-shot or training-free) does not depend on shots,
+    so it is a flat reference (``flat``) spanning the trained methods' shot range rather than
+    a lone point at x = 0.
+    """
+
+    method: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    errs: tuple[float, ...]
+    flat: bool
+
+
+def shot_series(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot") -> list[Line]:
+    """The lines of :func:`accuracy_vs_shots` (``aggs`` of one backbone, from
+    :func:`vlmeft.sitegen.sections.aggregate`): mean accuracy and its std over seeds."""
+    points: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     for a in aggs:
-        if a["task"] == task and a.get("accuracy") is not None and a.get("shots") is not None:
-            series[a["method"]].append((a["shots"], a["accuracy"], a.get("accuracy_std") or 0.0))
-    if not series:
+        stat = a["stats"].get("accuracy")
+        if a["task"] == task and a["protocol"] == protocol and stat is not None:
+            points[a["method"]].append((a["shots"], stat[0], stat[1]))
+    trained = [p[0] for pts in points.values() for p in pts if p[0] > 0]
+    lo, hi = (min(trained), max(trained)) if trained else (0, 1)
+    lines = []
+    for method, pts in sorted(points.items()):
+        pts.sort()
+        if all(p[0] == 0 for p in pts):
+            (_, y, err), = pts
+            lines.append(Line(method, (lo, hi), (y, y), (err, err), flat=True))
+        else:
+            lines.append(Line(method, tuple(p[0] for p in pts), tuple(p[1] for p in pts),
+                              tuple(p[2] for p in pts), flat=False))
+    return lines
+
+
+def accuracy_vs_shots(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot") -> bytes | None:
+    """Trained methods as curves (error bar = std over seeds) against shots; zero-shot
+    methods as dashed horizontal references across the same range (see :class:`Line`)."""
+    lines = shot_series(aggs, task, protocol)
+    if not lines:
         return None
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, pts in sorted(series.items()):
-        pts.sort()
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                    marker="o", capsize=3, label=method)
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: a dozen methods stay apart
+    for i, line in enumerate(lines):
+        color = colors[i % len(colors)]
+        if line.flat:
+            ax.plot(line.xs, line.ys, ls="--", lw=1.5, color=color, label=f"{line.method} (zero-shot)")
+            if line.errs[0] > 0:
+                ax.fill_between(line.xs, [y - e for y, e in zip(line.ys, line.errs)],
+                                [y + e for y, e in zip(line.ys, line.errs)], color=color, alpha=0.15)
+        else:
+            ax.errorbar(line.xs, line.ys, yerr=line.errs, marker="os^vD"[i % 5], capsize=3, color=color,
+                        label=line.method)
     ax.set_xscale("symlog", base=2, linthresh=1)
     ax.set_xlabel("shots per class")
     ax.set_ylabel("accuracy")
     ax.set_title(f"Accuracy vs shots: {task}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(plt, fig)
 
 
 def base_vs_novel(aggs: list[dict[str, Any]]) -> bytes | None:
-    """One point per (method, task, shots) with both base and novel accuracy."""
-    pts = [a for a in aggs if a.get("base") is not None and a.get("novel") is not None]
+    """One point per (method, task, shots) with both base and novel accuracy (mean over seeds;
+    ``aggs`` of one backbone)."""
+    pts = [(a, a["stats"]["base"][0], a["stats"]["novel"][0]) for a in aggs
+           if "base" in a["stats"] and "novel" in a["stats"]]
     if not pts:
         return None
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 6))
-    for a in pts:
-        ax.scatter(a["base"], a["novel"], s=30)
-        ax.annotate(f"{a['method']} ({a['task']}, {a['shots']:g})" if a.get("shots") is not None
-                    else f"{a['method']} ({a['task']})",
-                    (a["base"], a["novel"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    lo = min(min(a["base"], a["novel"]) for a in pts)
-    hi = max(max(a["base"], a["novel"]) for a in pts)
+    for a, base, novel in pts:
+        ax.scatter(base, novel, s=30)
+        ax.annotate(f"{a['method']} ({a['task']}, {a['shots']})", (base, novel), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    lo = min(min(base, novel) for _, base, novel in pts)
+    hi = max(max(base, novel) for _, base, novel in pts)
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
     ax.set_xlabel("base accuracy")
     ax.set_ylabel("novel accuracy")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+from vlmeft.bench import report
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen import plots
 from vlmeft.sitegen.context import GEN, NOT_MEASURED, PATHS, Context, rel
-from vlmeft.sitegen.sections import STATUS_LABEL, aggregate, bench_table, fmt
+from vlmeft.sitegen.sections import (AGGREGATION_NOTE, STATUS_LABEL, aggregate, backbone_label,
+                                      bench_table, by_backbone, fmt, split_backbones)
 
 IMG = f"{GEN}/img"
 
@@ -58,43 +60,50 @@ def benchmark_page(ctx: Context) -> tuple[str, dict[str, bytes]]:
     src = PATHS["benchmark"]
     parts = ["# Benchmark results\n\n",
              "Measured with `vlmeft bench` on the embedded backbone and data; rows are written to "
-             "`results/bench/*.json`. Values are mean ± standard deviation over seeds.\n\n"]
+             f"`results/bench/*.json`. {AGGREGATION_NOTE}\n\n"]
     rows = ctx.bench.rows
     if not rows:  # keep the anchors other pages link to
         return "".join(parts) + NOT_MEASURED + "\n\n## Seed variance {#seed-variance}\n\n" + NOT_MEASURED + "\n", {}
     images: dict[str, bytes] = {}
-    aggs = aggregate(rows)
     parts.append("## Results {#results}\n\n")
     parts.append(bench_table(ctx, src, rows, with_method=True))
-    tasks = sorted({a["task"] for a in aggs if a.get("accuracy") is not None})
+    by_bb = by_backbone(aggregate(rows))
+    several = len(by_bb) > 1
     plot_parts = []
-    for task in tasks:
-        png = plots.accuracy_vs_shots(aggs, task)
+    for (backbone, weights), aggs in by_bb.items():
+        # Plots never mix backbones either: one set per (backbone, weights), named after it.
+        tag = f"-{_slug(backbone)}-{_slug(weights)}" if several else ""
+        where = f" (backbone {md.text(backbone)}, weights {md.text(weights)})" if several else ""
+        for task in sorted({a["task"] for a in aggs if a["protocol"] == "few-shot"}):
+            png = plots.accuracy_vs_shots(aggs, task)
+            if png:
+                path = f"{IMG}/accuracy-vs-shots-{_slug(task)}{tag}.png"
+                images[path] = png
+                plot_parts.append(f"![Accuracy against shots on {md.text(task)}{where}]({rel(src, path)})\n\n")
+        png = plots.base_vs_novel(aggs)
         if png:
-            path = f"{IMG}/accuracy-vs-shots-{_slug(task)}.png"
+            path = f"{IMG}/base-vs-novel{tag}.png"
             images[path] = png
-            plot_parts.append(f"![Accuracy against shots on {md.text(task)}]({rel(src, path)})\n\n")
-    png = plots.base_vs_novel(aggs)
-    if png:
-        path = f"{IMG}/base-vs-novel.png"
-        images[path] = png
-        plot_parts.append(f"![Base against novel accuracy]({rel(src, path)})\n\n")
+            plot_parts.append(f"![Base against novel accuracy{where}]({rel(src, path)})\n\n")
     if plot_parts:
         parts.append("## Plots {#plots}\n\n")
+        parts.append("Methods measured only without training images (zero-shot, training-free) are "
+                     "dashed horizontal lines: their accuracy does not depend on shots.\n\n")
         parts += plot_parts
     parts.append("## Seed variance {#seed-variance}\n\n")
-    parts.append("Stability across seeds: the standard deviation of the headline metric for each "
-                 "setting measured with more than one seed.\n\n")
-    var_rows = []
-    for a in aggs:
-        metric = "hm" if a.get("hm") is not None else "accuracy"
-        if a.get(metric + "_std") is not None:
-            var_rows.append([ctx.method_id_link(src, a["method"]), md.text(a["task"]), md.text(a["protocol"]),
-                             fmt(a["shots"], 0), str(a["seeds"]), metric, fmt(a[metric + "_std"], 4)])
-    if var_rows:
-        parts.append(md.table(["method", "task", "protocol", "shots", "seeds", "metric", "std"], var_rows))
-    else:
-        parts.append("No setting has been measured with more than one seed yet.\n")
+    parts.append("Stability across seeds, as in the benchmark report: the standard deviation over seeds of "
+                 "every trained setting (few-shot accuracy, base-to-novel HM, cross-domain shifted mean), "
+                 "in percentage points, summarised per method.\n\n")
+    for (backbone, weights), part in split_backbones(rows).items():
+        stability = report.stability_rows(report.Groups(part))
+        if several:
+            parts.append(f"**{backbone_label(backbone, weights)}**\n\n")
+        if not stability:
+            parts.append("No trained setting has been measured with more than one seed yet.\n\n")
+            continue
+        body = [[ctx.method_id_link(src, m), str(n), f"{100 * mean:.2f}", f"{100 * top:.2f}"]
+                for m, n, mean, top in stability]
+        parts.append(md.table(["method", "settings", "mean std (points)", "max std (points)"], body) + "\n")
     return "".join(parts), images
 
 

@@ -16,8 +16,11 @@ from typing import Any
 from vlmeft.errors import VlmeftError
 
 CONFORMANCE_STATUSES = ("pass", "fail", "na")
-# Metric columns a benchmark row may carry, in display order.
-METRICS = ("accuracy", "base", "novel", "hm")
+# Metric fields a benchmark row may carry (see vlmeft.bench.protocols), in display order:
+# classification / source accuracy (grounding: pointing accuracy), base-to-novel, cross-domain
+# (per-domain values live in the row's ``domains`` object), retrieval, grounding's chance level.
+METRICS = ("accuracy", "base", "novel", "hm", "shifted_mean",
+           "r1", "r5", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "chance")
 
 
 @dataclass
@@ -118,9 +121,17 @@ def load_bench(results_dir: Path | None) -> Bench:
             if not isinstance(row, dict) or not isinstance(row.get("method"), str):
                 raise VlmeftError("a row needs a string field 'method'", where=where)
             clean = dict(row)
-            for key in (*METRICS, "train_seconds", "trainable_params", "shots", "seed"):
+            for key in (*METRICS, "train_seconds", "trainable_params", "seed"):
                 if key in clean:
                     clean[key] = _number(clean[key])
+            if isinstance(clean.get("domains"), dict):
+                clean["domains"] = {str(d): x for d, v in clean["domains"].items() if (x := _number(v)) is not None}
+            else:
+                clean.pop("domains", None)
+            shots = _number(clean.get("shots"))
+            if shots is None or shots < 0 or shots != int(shots):
+                raise VlmeftError("a row needs a non-negative integer 'shots' (0 = zero-shot)", where=where)
+            clean["shots"] = int(shots)
             clean.setdefault("task", "")
             clean.setdefault("protocol", "")
             bench.rows.append(clean)

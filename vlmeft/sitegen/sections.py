@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
 from typing import Any
 
+from vlmeft.bench import report
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import NOT_MEASURED, RUN_COMMAND, Context
 from vlmeft.sitegen.model import implementation
@@ -64,58 +63,120 @@ def conformance_section(ctx: Context, method_id: str | None) -> str:
     return head + md.table(["check", "status", "reason"], rows) + "\n"
 
 
+# Section titles and column labels of the benchmark tables, by protocol and metric.
+PROTOCOL_TITLES = {"few-shot": "Few-shot", "base-to-novel": "Base-to-novel", "cross-domain": "Cross-domain",
+                   "retrieval": "Retrieval", "grounding": "Grounding"}
+METRIC_LABELS = {"accuracy": "accuracy", "base": "base", "novel": "novel", "hm": "HM", "shifted_mean": "shifted mean",
+                 "r1": "R@1", "r5": "R@5", "i2t_r1": "image→text R@1", "i2t_r5": "image→text R@5",
+                 "t2i_r1": "text→image R@1", "t2i_r5": "text→image R@5", "chance": "chance"}
+ACCURACY_LABELS = {"cross-domain": "source accuracy", "grounding": "grounding accuracy"}
+COST = ("train_seconds", "trainable_params")
+
+
+def split_backbones(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Rows split by (backbone, weights) exactly as the report splits them; a row that names
+    no backbone (hand-made fixtures) goes under the backbone ''."""
+    return report.backbones([r if r.get("backbone") is not None else {**r, "backbone": ""} for r in rows])
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std over seeds for each (method, task, protocol, shots)."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["method"], row.get("task", ""), row.get("protocol", ""), row.get("shots"))].append(row)
+    """One entry per (backbone, weights, method, task, protocol, shots) with the
+    :data:`vlmeft.bench.report.Stat` (mean, population std, seeds) of every metric its rows
+    carry, under ``"stats"``. The numbers come from :class:`vlmeft.bench.report.Groups`, so the
+    site and ``vlmeft bench --report`` never disagree (HM = HM of the mean base and novel)."""
     out = []
-    for (method, task, protocol, shots), members in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
-        agg: dict[str, Any] = {"method": method, "task": task, "protocol": protocol, "shots": shots,
-                               "seeds": len(members)}
-        for key in (*METRICS, "train_seconds", "trainable_params"):
-            values = [r[key] for r in members if r.get(key) is not None]
-            agg[key] = statistics.fmean(values) if values else None
-            agg[key + "_std"] = statistics.stdev(values) if len(values) > 1 else None
-        out.append(agg)
+    for (backbone, weights), part in split_backbones(rows).items():
+        g = report.Groups(part)
+        domains = sorted({d for r in part for d in (r.get("domains") or {})})
+        metrics = [*METRICS, *(f"domain:{d}" for d in domains), *COST]
+        for (method, task, protocol, shots), seeds, stats in g.each(metrics):
+            out.append({"backbone": backbone, "weights": weights, "method": method, "task": task,
+                        "protocol": protocol, "shots": shots, "seeds": seeds,
+                        "stats": {m: s for m, s in stats.items() if s is not None}})
     return out
 
 
-def _sort_key(key: tuple) -> tuple:
-    method, task, protocol, shots = key
-    return (str(method), str(task), str(protocol), -1 if shots is None else shots)
+def by_backbone(aggs: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Aggregates grouped by (backbone, weights), in :func:`aggregate`'s order."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for a in aggs:
+        out.setdefault((a["backbone"], a["weights"]), []).append(a)
+    return out
 
 
-def metric_cell(agg: dict[str, Any], key: str) -> str:
-    mean, std = agg.get(key), agg.get(key + "_std")
-    if mean is None:
-        return "–"
-    return fmt(mean, 3) + (f" ± {fmt(std, 3)}" if std is not None else "")
+def backbone_label(backbone: str, weights: str) -> str:
+    return f"Backbone {md.code(backbone or 'unnamed')}" + (f", weights {md.code(weights)}" if weights else "")
 
 
-def present_metrics(aggs: list[dict[str, Any]]) -> list[str]:
-    return [m for m in METRICS if any(a.get(m) is not None for a in aggs)]
+def protocols(aggs: list[dict[str, Any]]) -> list[str]:
+    """The protocols present, the benchmark's own ones first, in its order."""
+    present = {a["protocol"] for a in aggs}
+    return [p for p in PROTOCOL_TITLES if p in present] + sorted(present - set(PROTOCOL_TITLES))
 
 
-def bench_table(ctx: Context, src: str, rows: list[dict[str, Any]], *, with_method: bool) -> str:
-    """A sortable table of aggregated benchmark rows (mean ± std over seeds)."""
-    aggs = aggregate(rows)
-    metrics = present_metrics(aggs)
-    headers = (["method"] if with_method else []) + ["task", "protocol", "shots", "seeds", *metrics,
+def metric_columns(aggs: list[dict[str, Any]]) -> list[str]:
+    """Metrics carried by any of ``aggs`` (one protocol's), in display order; domains after accuracy."""
+    present = {m for a in aggs for m in a["stats"]}
+    domains = sorted(m for m in present if m.startswith("domain:"))
+    ordered = [m for m in METRICS if m in present]
+    cut = 1 if ordered[:1] == ["accuracy"] else 0  # source accuracy, then each shifted domain
+    return [*ordered[:cut], *domains, *ordered[cut:]]
+
+
+def metric_label(metric: str, protocol: str) -> str:
+    if metric == "accuracy":
+        return ACCURACY_LABELS.get(protocol, "accuracy")
+    if metric.startswith("domain:"):
+        return md.text(metric.split(":", 1)[1])
+    return METRIC_LABELS.get(metric, md.text(metric))
+
+
+def protocol_table(ctx: Context, src: str, aggs: list[dict[str, Any]], protocol: str, *, with_method: bool) -> str:
+    """One protocol's aggregates as a table: every metric they carry, in percent (as the report)."""
+    aggs = [a for a in aggs if a["protocol"] == protocol]
+    metrics = metric_columns(aggs)
+    headers = (["method"] if with_method else []) + ["task", "shots", "seeds",
+                                                      *(metric_label(m, protocol) for m in metrics),
                                                       "train s", "trainable params"]
     body = []
     for a in aggs:
+        stats = a["stats"]
         cells = [ctx.method_id_link(src, a["method"])] if with_method else []
-        cells += [md.text(a["task"]), md.text(a["protocol"]), fmt(a["shots"], 0), str(a["seeds"])]
-        cells += [metric_cell(a, m) for m in metrics]
-        cells += [fmt(a["train_seconds"], 1), fmt(a["trainable_params"], 0)]
+        cells += [md.text(a["task"]), str(a["shots"]), str(a["seeds"])]
+        cells += [report.pct(stats.get(m)) for m in metrics]
+        secs, params = stats.get("train_seconds"), stats.get("trainable_params")
+        cells += [f"{secs[0]:.2f}" if secs else "–", f"{round(params[0]):,}" if params else "–"]
         body.append(cells)
     return md.table(headers, body) + "\n"
+
+
+def bench_table(ctx: Context, src: str, rows: list[dict[str, Any]], *, with_method: bool, level: int = 3) -> str:
+    """Aggregated benchmark rows: per backbone (a heading each when several), one table per
+    protocol, headings at Markdown ``level``."""
+    parts = by_backbone(aggregate(rows))
+    out = []
+    for (backbone, weights), aggs in parts.items():
+        sub = level
+        if len(parts) > 1:
+            out.append(f"{'#' * level} {backbone_label(backbone, weights)}\n\n")
+            sub += 1
+        elif backbone or weights:
+            out.append(backbone_label(backbone, weights) + ".\n\n")
+        for protocol in protocols(aggs):
+            title = PROTOCOL_TITLES.get(protocol) or md.text(protocol or "no protocol")
+            out.append(f"{'#' * sub} {title}\n\n")
+            out.append(protocol_table(ctx, src, aggs, protocol, with_method=with_method))
+    return "".join(out)
+
+
+AGGREGATION_NOTE = ("Mean ± population standard deviation over seeds, in percent, aggregated exactly as "
+                    "`vlmeft bench --report` does; HM is the harmonic mean of the mean base and mean novel "
+                    "accuracies, its ± the std of the per-seed HMs. Results of different backbone weights "
+                    "are never averaged together.")
 
 
 def bench_section(ctx: Context, src: str, method_id: str | None) -> str:
     rows = ctx.bench.for_method(method_id) if method_id else []
     if not rows:
         return NOT_MEASURED + "\n\n"
-    return ("Mean ± standard deviation over seeds, from `results/bench/`.\n\n"
-            + bench_table(ctx, src, rows, with_method=False))
+    return f"From `results/bench/`. {AGGREGATION_NOTE}\n\n" + bench_table(ctx, src, rows, with_method=False)
