@@ -138,11 +138,16 @@ class MethodConfig:
                 raise VlmeftError(f"setting '{key}' has the wrong type for {cls.__name__} (got {value!r:.60})",
                                   where=where)
         cfg = cls(**dict(data))
+        cfg.validate_at(where)
+        return cfg
+
+    def validate_at(self, where: str) -> None:
+        """:meth:`validate`, with errors attributed to ``where`` instead of ``--set``
+        (for settings that came from a file or from Python code, not the command line)."""
         try:
-            cfg.validate()
+            self.validate()
         except VlmeftError as err:
             raise VlmeftError(str(err).removeprefix("--set: "), where=where) from None
-        return cfg
 
     def validate(self) -> None:
         """Reject settings that cannot work; subclasses extend."""
@@ -193,7 +198,16 @@ class Method(nn.Module):
             )
         # Held by reference, outside the module tree (see the module docstring).
         object.__setattr__(self, "backbone", backbone)
-        self.config = config if config is not None else self.Config()
+        config = config if config is not None else self.Config()
+        if not isinstance(config, self.Config):
+            raise VlmeftError(
+                f"method '{self.name}' takes a {self.Config.__module__}.{self.Config.__qualname__}, "
+                f"got {type(config).__name__}"
+            )
+        # Validated here, once for every method, so a config built in Python (not through
+        # ``--set`` or a checkpoint, which validate on the way in) cannot reach a subclass.
+        config.validate_at(f"method '{self.name}' config")
+        self.config = config
         self.classnames: list[str] = []
         self.templates: list[str] = list(templates)
         self.classnames = list(classnames)

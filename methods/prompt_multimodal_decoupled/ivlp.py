@@ -75,7 +75,6 @@ class IVLP(Method):
     ) -> None:
         super().__init__(backbone, classnames, templates, config)
         cfg = self.config
-        cfg.validate()
         self.depth_text = resolve_depth(cfg.depth_text, backbone.text_layers, field="depth_text", tower="text")
         self.depth_vision = resolve_depth(cfg.depth_vision, backbone.vision_layers, field="depth_vision", tower="image")
         self.prompt_learner = TextPromptLearner(backbone, self.classnames, n_ctx=cfg.n_ctx_text, ctx_init=cfg.ctx_init)

@@ -80,7 +80,6 @@ class VPT(Method):
     ) -> None:
         super().__init__(backbone, classnames, templates, config)
         cfg = self.config
-        cfg.validate()
         self.depth = backbone.vision_layers if cfg.deep else 1
         # prompts[0] enters with the input; prompts[i] replaces them before block i.
         self.prompts = prompt_stack(self.depth, cfg.n_tokens, backbone.vision_width, backbone)

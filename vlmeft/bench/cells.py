@@ -30,6 +30,7 @@ import hashlib
 import inspect
 import sys
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,16 @@ def code_fingerprint(method: str) -> str:
 
 
 class CellRunner:
-    """Runs cells on one backbone, sharing the task data and the frozen-feature cache."""
+    """Runs cells on one backbone, sharing the task data and the frozen-feature cache.
+
+    The benchmark turns each cell into a row (:meth:`run`); ``vlmeft run`` measures one
+    cell (:meth:`measure`) with the task it loaded itself (``task_loader``), progress bars
+    and a checkpoint written once training ends (``on_trained``).
+    """
 
     def __init__(self, backbone: Any, overrides_for: Any, *, profile: str = "", config_hash: str = "",
-                 code: dict[str, str] | None = None) -> None:
+                 code: dict[str, str] | None = None, task_loader: Callable[[str], Any] | None = None,
+                 progress: bool = False, on_trained: Callable[[Any], None] | None = None) -> None:
         from vlmeft.engine import FeatureCache
 
         self.backbone = backbone
@@ -77,12 +84,18 @@ class CellRunner:
         self.profile = profile
         self.config_hash = config_hash
         self.code = dict(code or {})  # method -> code fingerprint taken when the run started
+        self.task_loader = task_loader  # task name -> task; default: the named tasks
+        self.progress = progress
+        # Called with the trained method before any evaluation switches its label set.
+        self.on_trained = on_trained
         # Big enough for every sampled split of a full run: features are small ([N, E]).
         self.cache = FeatureCache(max_items=4096)
         self._zero_shot: dict[tuple, Any] = {}
 
     # ------------------------------------------------------------------ helpers
     def _task(self, name: str) -> Any:
+        if self.task_loader is not None:
+            return self.task_loader(name)
         from vlmeft.bench.plan import _task
 
         return _task(name)
@@ -113,17 +126,25 @@ class CellRunner:
         if cell.shots == 0:
             return None
         train, val = protocol.few_shot_splits(task, cell.shots, cell.seed)
-        return fit(method, train, val, seed=cell.seed, progress=False, cache=self.cache)
+        report = fit(method, train, val, seed=cell.seed, progress=self.progress, cache=self.cache)
+        if self.on_trained is not None:
+            self.on_trained(method)
+        return report
 
     # --------------------------------------------------------------------- run
+    def measure(self, cell: Cell) -> tuple[dict[str, Any], Any, Any]:
+        """Train and evaluate ``cell`` under its protocol: ``(metrics, method, report)``,
+        where ``report`` is the engine's training report (``None`` when nothing trained)."""
+        measure = getattr(self, "_" + cell.protocol.replace("-", "_"), None)
+        if measure is None:
+            raise VlmeftError(f"unknown protocol '{cell.protocol}'", where="--protocols")
+        return measure(cell)
+
     def run(self, cell: Cell) -> dict[str, Any]:
         """Measure ``cell``; returns its row."""
         self._task(cell.task)  # build the task data outside the timed part (cached afterwards)
         start, cpu_start = time.perf_counter(), time.process_time()
-        measure = getattr(self, "_" + cell.protocol.replace("-", "_"), None)
-        if measure is None:
-            raise VlmeftError(f"unknown protocol '{cell.protocol}'", where="--protocols")
-        metrics, method, report = measure(cell)
+        metrics, method, report = self.measure(cell)
         row: dict[str, Any] = {"schema": SCHEMA, **cell.to_dict()}
         row.update(metrics)
         row["train_seconds"] = round(report.train_seconds, 4) if report is not None else 0.0

@@ -78,10 +78,12 @@ def _emit_json(payload: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace) -> int:
+    """One benchmark cell, measured by the benchmark's own code and printed for a person."""
     from vlmeft import registry
     from vlmeft.backbone import load_backbone
-    from vlmeft.data import protocol
-    from vlmeft.engine import checkpoint, evaluate, fit
+    from vlmeft.bench.cells import CellRunner
+    from vlmeft.bench.plan import Cell
+    from vlmeft.engine import checkpoint
 
     _method_class(args.method)
     overrides = _parse_sets(args.set)
@@ -90,22 +92,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise VlmeftError(f"shots must be positive, got {args.shots}", where="--shots")
     task = load_task(args.task)
     backbone = load_backbone(args.backbone, args.pretrained)
-    progress = not args.no_progress
-
-    if args.protocol == "base-to-novel":
-        train_task, novel_task = protocol.base_novel(task)
-    else:
-        train_task, novel_task = task, None
     if args.protocol == "cross-domain" and not task.shifted:
         raise VlmeftError(f"task '{args.task}' has no shifted test domains for cross-domain evaluation", where="--task")
-    train, val = protocol.few_shot_splits(train_task, args.shots, args.seed)
 
-    method = registry.build(args.method, backbone, train_task.classnames, train_task.templates, overrides, seed=args.seed)
-    report = fit(method, train, val, seed=args.seed, progress=progress)
-    if args.save:
-        checkpoint.save(method, args.save)
+    runner = CellRunner(
+        backbone,
+        lambda name: overrides if name == args.method else {},  # --set is for the method under test
+        task_loader=lambda name: task,
+        progress=not args.no_progress,
+        on_trained=(lambda method: checkpoint.save(method, args.save)) if args.save else None,
+    )
+    cell = Cell(args.method, args.task, args.protocol, args.shots, args.seed, backbone.name, backbone.weights_id)
+    metrics, method, report = runner.measure(cell)
 
-    zs = registry.build("zsclip", backbone, train_task.classnames, train_task.templates, seed=args.seed)
     result: dict[str, Any] = {
         "method": args.method,
         "task": args.task,
@@ -126,25 +125,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     lines = [f"{args.method} on {args.task}: {args.shots} shots, seed {args.seed}, backbone {backbone.name}, "
              f"protocol {args.protocol}"]
     if args.protocol == "base-to-novel":
-        base_acc, zs_base = evaluate(method, train_task.test), evaluate(zs, train_task.test)
-        method.set_classnames(novel_task.classnames, novel_task.templates)
-        zs.set_classnames(novel_task.classnames, novel_task.templates)
-        novel_acc, zs_novel = evaluate(method, novel_task.test), evaluate(zs, novel_task.test)
-        hm, zs_hm = protocol.harmonic_mean(base_acc, novel_acc), protocol.harmonic_mean(zs_base, zs_novel)
-        result.update(accuracy=hm, zero_shot_accuracy=zs_hm, base_accuracy=base_acc, novel_accuracy=novel_acc,
-                      hm=hm, zero_shot_base_accuracy=zs_base, zero_shot_novel_accuracy=zs_novel, zero_shot_hm=zs_hm)
-        lines += [f"zero-shot: base {_pct(zs_base)}  novel {_pct(zs_novel)}  HM {_pct(zs_hm)}",
-                  f"adapted:   base {_pct(base_acc)}  novel {_pct(novel_acc)}  HM {_pct(hm)}"]
+        m = metrics
+        result.update(accuracy=m["hm"], zero_shot_accuracy=m["zero_shot_hm"], base_accuracy=m["base"],
+                      novel_accuracy=m["novel"], hm=m["hm"], zero_shot_base_accuracy=m["zero_shot_base"],
+                      zero_shot_novel_accuracy=m["zero_shot_novel"], zero_shot_hm=m["zero_shot_hm"])
+        lines += [f"zero-shot: base {_pct(m['zero_shot_base'])}  novel {_pct(m['zero_shot_novel'])}  "
+                  f"HM {_pct(m['zero_shot_hm'])}",
+                  f"adapted:   base {_pct(m['base'])}  novel {_pct(m['novel'])}  HM {_pct(m['hm'])}"]
     else:
-        acc, zs_acc = evaluate(method, task.test), evaluate(zs, task.test)
-        result.update(accuracy=acc, zero_shot_accuracy=zs_acc)
-        lines += [f"zero-shot accuracy: {_pct(zs_acc)}", f"adapted accuracy:   {_pct(acc)}"]
+        result.update(accuracy=metrics["accuracy"], zero_shot_accuracy=metrics["zero_shot_accuracy"])
+        lines += [f"zero-shot accuracy: {_pct(metrics['zero_shot_accuracy'])}",
+                  f"adapted accuracy:   {_pct(metrics['accuracy'])}"]
         if args.protocol == "cross-domain":
-            domains, zs_domains = {}, {}
-            for dom, split in sorted(task.shifted.items()):
-                domains[dom], zs_domains[dom] = evaluate(method, split), evaluate(zs, split)
+            domains, zs_domains = metrics["domains"], metrics["zero_shot_domains"]
+            for dom in sorted(domains):
                 lines.append(f"  {dom}: zero-shot {_pct(zs_domains[dom])}  adapted {_pct(domains[dom])}")
-            result.update(domain_accuracy=domains, zero_shot_domain_accuracy=zs_domains)
+            result.update(domain_accuracy=domains, zero_shot_domain_accuracy=zs_domains,
+                          shifted_mean=metrics["shifted_mean"])
     lines.append(f"trainable parameters: {result['trainable_params']:,}; train time {report.train_seconds:.1f} s"
                  + (f"; best val epoch {report.best_epoch}" if report.best_epoch else ""))
     if args.save:
