@@ -143,3 +143,38 @@ def test_scene_with_pinned_pairs():
         assert np.allclose(box, [o["cx"] - o["r"], o["cy"] - o["r"], o["cx"] + o["r"], o["cy"] + o["r"]])
     with pytest.raises(ValueError):
         render_scene(rng, pairs=[("red", "circle"), ("red", "circle")])
+
+
+def test_marked_scene_circles_one_object_and_captions_only_it():
+    from vlmeft.world.samples import render_marked_scene
+
+    confusable = 0
+    for i in range(60):
+        s = render_marked_scene(np.random.default_rng([7, i]))
+        assert s.target is not None and 0 <= s.target < len(s.objects)
+        target = s.objects[s.target]
+        name = f"{target['color']} {target['shape']}"
+        # Every caption names the marked object, and only it.
+        assert all(cap.rstrip(".").endswith(name) and cap.count(" and ") == 0 for cap in s.captions), s.captions
+        others = [o for k, o in enumerate(s.objects) if k != s.target]
+        confusable += any(o["color"] == target["color"] or o["shape"] == target["shape"] for o in others)
+    # About half the marked scenes hold a distractor sharing the target's colour or shape.
+    assert 15 <= confusable <= 50, confusable
+
+
+def test_marking_is_opt_in_and_leaves_unmarked_scenes_unchanged():
+    pairs = [("red", "square"), ("blue", "star"), ("green", "ring")]
+    a = render_scene(np.random.default_rng(11), pairs=pairs, noise=0.0)
+    b = render_scene(np.random.default_rng(11), pairs=pairs, noise=0.0, mark=True)
+    assert a.target is None and b.target is not None
+    # Same objects and boxes; pixels differ only on a red outline around the marked box.
+    assert np.array_equal(a.boxes, b.boxes)
+    diff = np.abs(a.image.astype(int) - b.image.astype(int)).sum(axis=2) > 0
+    assert diff.any()
+    ys, xs = np.nonzero(diff)
+    x0, y0, x1, y1 = b.boxes[b.target]
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    # Every changed pixel lies within 2.2 box half-widths of the target's centre.
+    assert (np.maximum(np.abs(xs + 0.5 - cx), np.abs(ys + 0.5 - cy)) <= 2.2 * half + 1.5).all()
+    changed = b.image[diff].astype(int)
+    assert (changed[:, 0] > changed[:, 1]).mean() > 0.8  # mostly red-dominant pixels

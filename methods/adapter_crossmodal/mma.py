@@ -42,16 +42,16 @@ effect on the features starts tiny. We reproduce that with :func:`scale_grad`.
   optimiser steps** (``min_steps``; released: 5 epochs). 4 shots of 10 classes at batch
   16 are 2 steps an epoch, 10 in all, and the kept state equals zero-shot; the embedded
   backbone's learned logit scale (~22, CLIP: 100) also shrinks the gradients ~4.6x.
-  Chosen on val (digits, 4 shots, mean over seeds 1-3): 10 steps at 0.0015 gives 0.608
+  Chosen on val of the world-v2 backbone (digits, 4 shots, mean over seeds 1-3): 10 steps at 0.0015 gives 0.608
   (= zero-shot), 100 steps at 0.0015 0.683, 100 steps at 0.007 0.708.
 
 ## On the embedded default
-MMA beats zero-shot on synthclip-tiny's digits at 4 shots only on average, with a large
-seed spread: 66.2%, 51.7% and 54.2% test for seeds 1-3 against 55.8% zero-shot
-(``results/digits-4shot.json``). It trains adapters in both towers from 40 images, and
-a 40-image val split picks the kept epoch; when val and test disagree (seeds 2 and 3)
-the kept state is over-fitted. The same run with 10 steps (the released 5 epochs) stays
-at zero-shot exactly, so the gain is real but unstable at 4 shots on this backbone.
+MMA beats zero-shot on synthclip-tiny's digits at 4 shots for every seed: 67.1%, 63.4%
+and 64.4% test for seeds 1-3 against 52.2% zero-shot (``results/digits-4shot.json``).
+It trains adapters in both towers from 40 images and a 40-image val split picks the kept
+epoch, so the spread is large: on the previous backbone (world-v2) seeds 2 and 3 fell
+below zero-shot (66.2%, 51.7%, 54.2% against 55.8%) when val and test disagreed. The
+same run with 10 steps (the released 5 epochs) stays at zero-shot exactly.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ the frozen image feature alone (category `adapter.unimodal`).
   and the blend is normalised again before the cosine similarity.
 * Training defaults follow the CoOp/Dassl recipe the released trainer plugs into (SGD,
   cosine schedule, batch 32); 200 epochs is affordable because the features are cached.
-* **Learning rate 0.2 instead of 2e-3**, chosen on val (digits, 4 shots, mean over
+* **Learning rate 0.2 instead of 2e-3**, chosen on val of the world-v2 backbone (digits, 4 shots, mean over
   seeds 1-3) from {2e-3, 0.2, 0.5, 1.0}: val 0.625 / 0.775 / 0.758 / 0.775. At 2e-3
   the adapter barely moves on synthclip-tiny (its learned logit scale is ~22, not
   CLIP's 100, so the gradients are ~4.6x smaller, and 40 training images give one step

@@ -43,7 +43,7 @@ open_clip model with no trace of LoRA left.
 * **lr 0.01 instead of 2e-4.** With 50 steps instead of 2,000 (4 shots), the paper's lr
   leaves B near zero and the kept state equals zero-shot. Chosen on val (digits, 4 shots,
   50 steps, mean over seeds 1-3): lr 1e-3 / 2e-3 / 5e-3 / 1e-2 give 0.667 / 0.708 /
-  0.758 / 0.767 (zero-shot 0.608; lr 2e-4 at seed 1: 0.625 = zero-shot). 200 steps at
+  0.758 / 0.767 (world-v2 backbone, zero-shot 0.608; lr 2e-4 at seed 1: 0.625 = zero-shot). 200 steps at
   2e-4 reached only 0.650 and took 4x longer.
 * A ResNet image tower has no attention blocks here: LoRA is then applied to the text
   tower only (the image feature stays the frozen one).

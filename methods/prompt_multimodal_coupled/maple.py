@@ -30,7 +30,7 @@ What this version changes in the defaults: **at least 300 optimiser steps**
 (``min_steps``). The paper's 5 epochs at batch 4 suit datasets of hundreds of images per
 epoch; 4 shots of 10 classes are 40 images, 10 steps an epoch, 50 in all, and the kept
 state barely leaves zero-shot. Chosen on val (digits, 4 shots, mean over seeds 1-3):
-50 / 150 / 300 steps give 0.675 / 0.708 / 0.725 (zero-shot 0.608). On larger splits the
+50 / 150 / 300 steps give 0.675 / 0.708 / 0.725 (world-v2 backbone, zero-shot 0.608). On larger splits the
 paper's 5 epochs already give more than 300 steps and nothing changes.
 """
 

@@ -24,7 +24,7 @@ clipped to each tower's layer count (:func:`vlmeft.prompting.resolve_depth`).
 What this version changes in the defaults: **at least 300 optimiser steps**
 (``min_steps``), as for MaPLe. 5 epochs of 40 images at batch 4 are 50 steps. Chosen on
 val (digits, 4 shots, mean over seeds 1-3): 50 / 150 / 300 steps give 0.667 / 0.708 /
-0.758 (zero-shot 0.608). Splits large enough for 300 steps in 5 epochs train exactly as
+0.758 (world-v2 backbone, zero-shot 0.608). Splits large enough for 300 steps in 5 epochs train exactly as
 in the paper.
 """
 

@@ -22,7 +22,7 @@ What this version changes in the defaults: **lr 0.02** (paper: 0.002). On the em
 backbone (learned logit scale ~22 rather than CLIP's 100, so ~4.6x smaller gradients)
 and 40 training images (one full-batch step an epoch), the paper's lr leaves the context
 near its init. Chosen on val (digits, 4 shots, mean over seeds 1-3): lr 0.002 gives
-0.658, lr 0.02 0.675 (zero-shot 0.608).
+0.658, lr 0.02 0.675 (world-v2 backbone, zero-shot 0.608).
 """
 
 from __future__ import annotations

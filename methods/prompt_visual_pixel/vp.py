@@ -33,7 +33,7 @@ What this version changes in the defaults (the paper's values stay one ``--set``
   per-pixel gradients of a 224 px input; at 32 px (49x fewer pixels, 4 px patches)
   each pixel weighs far more, and lr 40 drove val accuracy down to 15-30% within the
   first epochs (seed 1). Chosen on val (digits,
-  4 shots, mean over seeds 1-3): lr 1 gives 0.742, lr 4 0.733 (zero-shot: 0.608).
+  4 shots, mean over seeds 1-3): lr 1 gives 0.742, lr 4 0.733 (world-v2 backbone, zero-shot 0.608).
   1,000 epochs of an uncached image tower plus a val pass each epoch took over 7 minutes
   on 2 cores; 100 take about a minute.
 """

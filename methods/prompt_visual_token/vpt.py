@@ -24,15 +24,15 @@ the head. Deep prompts use every layer of the tower (``deep``); shallow uses one
 What this version changes in the defaults: **at least 300 optimiser steps**
 (``min_steps``; the recipe's 5 epochs of 40 images at batch 4 are 50 steps). Chosen on
 val (digits, 4 shots, mean over seeds 1-3): at 150 steps, lr {0.001, 0.0025, 0.01,
-0.025} give 0.658, 0.658, 0.633, 0.608 (zero-shot 0.608), so the recipe's lr stays;
+0.025} give 0.658, 0.658, 0.633, 0.608 (world-v2 backbone, zero-shot 0.608), so the recipe's lr stays;
 at lr 0.0025, 50 / 150 / 300 steps give 0.558 / 0.658 / 0.725.
 
 ## On the embedded default
-VPT beats zero-shot on synthclip-tiny's digits at 4 shots on average but not for every
-seed: 64.3%, 52.5% and 65.5% test for seeds 1-3 against 55.8%
-(``results/digits-4shot.json``). Deep prompts steer all 4 blocks of a 32 px ViT from 40
-images, and the kept epoch is picked on a 40-image val split; seed 2's val peak did not
-carry over to test.
+VPT beats zero-shot on synthclip-tiny's digits at 4 shots for every seed: 61.8%, 61.6%
+and 62.2% test for seeds 1-3 against 52.2% (``results/digits-4shot.json``). Deep prompts
+steer all 4 blocks of a 32 px ViT from 40 images and the kept epoch is picked on a
+40-image val split, which can mislead: on the previous backbone (world-v2) seed 2's val
+peak did not carry over to test (52.5% against 55.8% zero-shot).
 """
 
 from __future__ import annotations

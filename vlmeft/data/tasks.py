@@ -17,7 +17,7 @@ import numpy as np
 from vlmeft.data.types import ClassificationTask, GroundingSample, SceneTask, Split
 from vlmeft.errors import VlmeftError
 from vlmeft.world import draw
-from vlmeft.world.samples import render_object, render_scene
+from vlmeft.world.samples import confusable_pairs, render_object, render_scene
 from vlmeft.world.vocab import COLORS, GENERATOR_VERSION, IMAGE_SIZE, PREFIXES, SHAPES
 
 TASKS_VERSION = f"{GENERATOR_VERSION}.tasks-v3"
@@ -175,15 +175,10 @@ def _scenes(seed: int, n: int = 300) -> SceneTask:
         images.append(s.image)
         captions.append(s.captions[0])
     grounding = []
-    colors, shapes = list(COLORS), list(SHAPES)
     for _ in range(n):
         # Distractors share the target's colour or its shape, so naming one attribute is not enough.
-        color, shape = colors[rng.integers(len(colors))], shapes[rng.integers(len(shapes))]
-        other_shape = shapes[(shapes.index(shape) + 1 + rng.integers(len(shapes) - 1)) % len(shapes)]
-        other_color = colors[(colors.index(color) + 1 + rng.integers(len(colors) - 1)) % len(colors)]
-        pairs = [(color, shape), (color, other_shape), (other_color, shape)][: int(rng.integers(2, 4))]
-        if len(pairs) == 2 and rng.random() < 0.5:
-            pairs[1] = (other_color, shape)
+        pairs = confusable_pairs(rng)
+        color, shape = pairs[0]
         s = render_scene(rng, pairs=pairs)
         t = next(i for i, o in enumerate(s.objects) if (o["color"], o["shape"]) == (color, shape))
         grounding.append(GroundingSample(s.image, s.boxes, f"the {color} {shape}", t))

@@ -123,6 +123,16 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, angle: float = 0.0) -
     return _to_final(im)
 
 
+def ellipse_outline(cx: float, cy: float, rx: float, ry: float, width: float) -> np.ndarray:
+    """Alpha mask of an ellipse outline (a hand-drawn marker), centre/semi-axes/width in
+    pixels at IMAGE_SIZE; anti-aliased like the shapes."""
+    im = Image.new("L", (CANVAS, CANVAS), 0)
+    s = SUPER
+    ImageDraw.Draw(im).ellipse([(cx - rx) * s, (cy - ry) * s, (cx + rx) * s, (cy + ry) * s], outline=255,
+                               width=max(1, int(round(width * s))))
+    return _to_final(im)
+
+
 # ---------------------------------------------------------------- digits
 @lru_cache(maxsize=16)
 def _font(size: int) -> ImageFont.FreeTypeFont:

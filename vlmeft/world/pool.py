@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmeft.world.samples import N_CAPTIONS, render_digit, render_object, render_scene
+from vlmeft.world.samples import N_CAPTIONS, render_digit, render_marked_scene, render_object, render_scene
 from vlmeft.world.vocab import GENERATOR_VERSION
 
-# Fractions of single objects, digits and multi-object scenes.
-MIX = (0.45, 0.30, 0.25)
+# Fractions of single objects, digits, multi-object scenes and scenes with one object
+# circled in red. The marked scenes stand in for what web-scale data teaches CLIP about
+# drawn markers (Shtedritski et al. 2023): without them a marker is just red pixels.
+MIX = (0.42, 0.30, 0.16, 0.12)
 
 
 @dataclass
@@ -36,7 +38,9 @@ def render_sample(seed: int, i: int):
         return render_object(rng)
     if u < MIX[0] + MIX[1]:
         return render_digit(rng)
-    return render_scene(rng)
+    if u < MIX[0] + MIX[1] + MIX[2]:
+        return render_scene(rng)
+    return render_marked_scene(rng)
 
 
 def cache_dir() -> Path:

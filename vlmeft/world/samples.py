@@ -1,4 +1,5 @@
-"""Seeded samples of the world: single objects, digits and multi-object scenes, with captions.
+"""Seeded samples of the world: single objects, digits and multi-object scenes (some with one
+object circled by a red marker), with captions.
 
 Each ``render_*`` function draws one image from a ``numpy.random.Generator`` and returns a
 :class:`Sample` holding the uint8 image, several alternative captions (pretraining picks one
@@ -27,6 +28,7 @@ class Sample:
     captions: list[str]
     objects: list[dict] = field(default_factory=list)  # attributes of each drawn object
     boxes: np.ndarray | None = None  # float [K, 4] x0, y0, x1, y1 (scenes only)
+    target: int | None = None  # index of the marked object (marked scenes only)
 
 
 def _pick(rng: np.random.Generator, seq):
@@ -193,11 +195,51 @@ def scene_caption(rng: np.random.Generator, objs: list[dict]) -> str:
     return text + _ending(rng)
 
 
+def confusable_pairs(rng: np.random.Generator) -> list[tuple[str, str]]:
+    """A target (colour, shape) first, then one or two distractors that share its colour
+    or its shape, so that naming a single attribute does not single the target out."""
+    colors, shapes = list(COLORS), list(SHAPES)
+    color, shape = colors[rng.integers(len(colors))], shapes[rng.integers(len(shapes))]
+    other_shape = shapes[(shapes.index(shape) + 1 + rng.integers(len(shapes) - 1)) % len(shapes)]
+    other_color = colors[(colors.index(color) + 1 + rng.integers(len(colors) - 1)) % len(colors)]
+    pairs = [(color, shape), (color, other_shape), (other_color, shape)][: int(rng.integers(2, 4))]
+    if len(pairs) == 2 and rng.random() < 0.5:
+        pairs[1] = (other_color, shape)
+    return pairs
+
+
+def marked_caption(rng: np.random.Generator, obj: dict) -> str:
+    """A caption about the one object a marker points at (the rest of the scene is context)."""
+    name = f"{obj['color']} {obj['shape']}"
+    form = float(rng.random())
+    if form < 0.4:
+        text = f"the {name}"
+    elif form < 0.6:
+        text = f"a {name}"
+    else:
+        text = f"{_pick(rng, PREFIXES)} {name}"
+    return text + _ending(rng)
+
+
+def _draw_marker(img: np.ndarray, rng: np.random.Generator, obj: dict) -> np.ndarray:
+    """A hand-drawn red ellipse around one object: slightly off-centre, of varying size,
+    width and shade, the way people circle things in pictures."""
+    cx, cy = obj["cx"] + rng.normal(0, 0.6), obj["cy"] + rng.normal(0, 0.6)
+    rx, ry = obj["r"] * rng.uniform(1.25, 1.75, size=2)
+    mask = draw.ellipse_outline(cx, cy, rx, ry, width=rng.uniform(0.8, 1.6))
+    red = np.array([rng.uniform(215, 255), rng.uniform(0, 45), rng.uniform(0, 45)], dtype=np.float32)
+    return draw.composite(img, mask, red)
+
+
 def render_scene(rng: np.random.Generator, n_objects: int | None = None, *,
                  background: str | None = None, noise: float | None = None,
-                 pairs: list[tuple[str, str]] | None = None) -> Sample:
+                 pairs: list[tuple[str, str]] | None = None, mark: bool = False) -> Sample:
     """Two or three objects with distinct (colour, shape) pairs (random unless ``pairs``
-    pins them); objects come back in random order, boxes in pixels."""
+    pins them); objects come back in random order, boxes in pixels.
+
+    ``mark`` circles one random object with a red marker, and the captions then describe
+    that object only (``Sample.target`` says which); without it no extra random draws are
+    made, so unmarked scenes stay identical to earlier versions of the world."""
     if pairs is not None:
         if len(set(pairs)) != len(pairs) or not 1 <= len(pairs) <= 4:
             raise ValueError("pairs must be 1 to 4 distinct (colour, shape) pairs")
@@ -224,7 +266,24 @@ def render_scene(rng: np.random.Generator, n_objects: int | None = None, *,
     objs = [objs[k] for k in order]
     boxes = np.array([[o["cx"] - o["r"], o["cy"] - o["r"], o["cx"] + o["r"], o["cy"] + o["r"]] for o in objs],
                      dtype=np.float32)
+    target = None
+    if mark:
+        target = int(rng.integers(n_objects))
+        img = _draw_marker(img, rng, objs[target])
     if noise is None:
         noise = float(_pick(rng, (0.0, 0.0, 4.0, 8.0)))
-    caps = [scene_caption(rng, objs) for _ in range(N_CAPTIONS)]
-    return Sample(draw.finish(img, rng, noise), caps, objs, boxes)
+    if target is None:
+        caps = [scene_caption(rng, objs) for _ in range(N_CAPTIONS)]
+    else:
+        caps = [marked_caption(rng, objs[target]) for _ in range(N_CAPTIONS)]
+    return Sample(draw.finish(img, rng, noise), caps, objs, boxes, target)
+
+
+def render_marked_scene(rng: np.random.Generator) -> Sample:
+    """A scene with one object circled in red and captioned. Half of them have distractors
+    that share the marked object's colour or shape, where only the marker tells which
+    object the caption is about."""
+    pairs = confusable_pairs(rng) if rng.random() < 0.5 else None
+    if pairs is not None:
+        pairs = [pairs[k] for k in rng.permutation(len(pairs))]
+    return render_scene(rng, pairs=pairs, mark=True)

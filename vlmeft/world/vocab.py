@@ -7,7 +7,7 @@ change: it is part of every split key, so stale cached features are never reused
 
 from __future__ import annotations
 
-GENERATOR_VERSION = "world-v2"
+GENERATOR_VERSION = "world-v3"  # v3: scenes with one object circled in red
 IMAGE_SIZE = 32
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "ring")
