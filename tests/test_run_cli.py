@@ -112,8 +112,13 @@ def test_save_then_eval_on_novel_classes(capsys, tmp_path):
     (["run", "zsclip", "--task", "digits", "--backbone", "vlmeft-tiny-vit", "--pretrained", "/no/such/w.safetensors"],
      "weights file does not exist: /no/such/w.safetensors"),
     (["run", "zsclip", "--task", "digits", "--backbone", "ViT-Q-16"], "unknown backbone 'ViT-Q-16'"),
-    (["run", "red-circle", "--task", "digits"], "does grounding only"),
-    (["run", "zsclip", "--task", "scenes"], "not an image-classification task"),
+    (["run", "red-circle", "--task", "digits"], "does grounding only, not classification"),
+    (["run", "red-circle", "--task", "digits", "--protocol", "few-shot"], "does grounding only, not classification"),
+    (["run", "zsclip", "--task", "scenes"], "is a scene task, not image classification: pass --protocol"),
+    (["run", "zsclip", "--task", "digits", "--protocol", "retrieval"], "runs on a scene task (scenes)"),
+    (["run", "coop", "--task", "scenes", "--protocol", "grounding"], "does not do grounding here; methods that do: "
+                                                                     "red-circle, zsclip"),
+    (["run", "coop", "--task", "scenes", "--protocol", "retrieval"], "does not do retrieval here; methods that do:"),
     (["run", "zsclip", "--task", "imagefolder:/no/such/folder"], "image folder does not exist"),
     (["eval", "zsclip", "--checkpoint", "/no/such/ckpt", "--task", "digits"], "checkpoint folder does not exist"),
     (["params", "linear-probe", "--backbone", "vlmeft-tiny-vit", "--num-classes", "0"], "must be positive"),
@@ -172,6 +177,26 @@ def test_linear_probe_beats_zero_shot_on_digits(capsys, synthclip):
     r = _last_json(out)
     assert r["backbone"] == "synthclip-tiny"
     assert r["accuracy"] > r["zero_shot_accuracy"] > 0.1, r
+
+
+def test_run_red_circle_grounds_scenes_above_chance(capsys, synthclip):
+    """`vlmeft run red-circle --task scenes` (the README's line): grounding is its default protocol."""
+    code, out, err = _run(capsys, "run", "red-circle", "--task", "scenes", "--json", "--no-progress")
+    assert code == 0, err
+    r = _last_json(out)
+    assert r["protocol"] == "grounding" and r["trainable_params"] == 0
+    assert 0.3 < r["chance"] < 0.5 and r["accuracy"] > r["chance"] + 0.05, r
+    assert r["zero_shot_accuracy"] > r["chance"]  # crop-and-compare, printed as the reference
+    assert "grounding accuracy:" in out and "crop and compare" in out
+
+
+def test_run_retrieval_reports_recall_both_ways(capsys, synthclip):
+    code, out, err = _run(capsys, "run", "zsclip", "--task", "scenes", "--protocol", "retrieval", "--json",
+                          "--no-progress")
+    assert code == 0, err
+    r = _last_json(out)
+    assert all(0 <= r[k] <= 1 for k in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"))
+    assert r["i2t_r5"] >= r["i2t_r1"] > 0.1 and r["r1"] == pytest.approx((r["i2t_r1"] + r["t2i_r1"]) / 2)
 
 
 def test_default_backbone_constant_matches_factory():

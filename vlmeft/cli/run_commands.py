@@ -13,7 +13,8 @@ from typing import Any
 
 from vlmeft.errors import VlmeftError
 
-PROTOCOLS = ("few-shot", "base-to-novel", "cross-domain")
+PROTOCOLS = ("few-shot", "base-to-novel", "cross-domain", "retrieval", "grounding")
+SCENE_PROTOCOLS = ("retrieval", "grounding")  # on a scene task; nothing is trained
 # Spelled out (== vlmeft.backbone.DEFAULT_BACKBONE) so building the parser never imports torch.
 DEFAULT_BACKBONE = "synthclip-tiny"
 
@@ -36,7 +37,7 @@ def _method_class(name: str, purpose: str = "classification"):  # noqa: ANN202
     if purpose not in cls.tasks:
         raise VlmeftError(
             f"method '{name}' does {', '.join(cls.tasks)} only, not {purpose}; "
-            f"`vlmeft run` evaluates image classification"
+            f"run it with --protocol {cls.tasks[0]} on a scene task"
         )
     return cls
 
@@ -63,8 +64,8 @@ def load_task(name: str):  # noqa: ANN201
         raise VlmeftError(f"unknown task '{name}'{hint}; tasks: {', '.join(known)}, imagefolder:PATH", where="--task")
     task = get_task(name)
     if not isinstance(task, ClassificationTask):
-        raise VlmeftError(f"task '{name}' is not an image-classification task (it is for retrieval/grounding)",
-                          where="--task")
+        raise VlmeftError(f"task '{name}' is a scene task, not image classification: pass --protocol retrieval "
+                          "or --protocol grounding", where="--task")
     return task
 
 
@@ -85,9 +86,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vlmeft.bench.plan import Cell
     from vlmeft.engine import checkpoint
 
-    _method_class(args.method)
+    cls = registry.get(args.method)  # unknown ids raise with a suggestion
+    if args.protocol is None:  # a grounding-only method has one protocol
+        args.protocol = "grounding" if "classification" not in cls.tasks and "grounding" in cls.tasks else "few-shot"
     overrides = _parse_sets(args.set)
-    registry.get(args.method).Config().apply_overrides(overrides)  # reject bad --set before any work
+    cls.Config().apply_overrides(overrides)  # reject bad --set before any work
+    if args.protocol in SCENE_PROTOCOLS:
+        return _run_scene(args, overrides)
+    _method_class(args.method)
     if args.shots <= 0:
         raise VlmeftError(f"shots must be positive, got {args.shots}", where="--shots")
     task = load_task(args.task)
@@ -146,6 +152,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  + (f"; best val epoch {report.best_epoch}" if report.best_epoch else ""))
     if args.save:
         lines.append(f"saved checkpoint to {args.save}")
+    print("\n".join(lines))
+    if args.json:
+        _emit_json(result)
+    return 0
+
+
+def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    """Retrieval or grounding on a scene task: nothing trains, so shots do not apply."""
+    from vlmeft import registry
+    from vlmeft.backbone import load_backbone
+    from vlmeft.bench import plan
+    from vlmeft.bench.cells import CellRunner
+    from vlmeft.bench.plan import Cell
+    from vlmeft.data.tasks import get_task, task_names
+
+    scenes = [t for t in task_names() if plan.task_kind(t) == "scenes"]
+    if args.task not in scenes:
+        if "classification" not in registry.get(args.method).tasks:
+            raise VlmeftError(f"method '{args.method}' does grounding only, not classification; run it on a scene "
+                              f"task: vlmeft run {args.method} --task {scenes[0]}", where="--task")
+        raise VlmeftError(f"protocol {args.protocol} runs on a scene task ({', '.join(scenes)}), not '{args.task}'",
+                          where="--task")
+    backbone = load_backbone(args.backbone, args.pretrained)
+    caps = plan.probe(args.method, backbone, overrides)
+    if not plan.method_fits(caps, args.method, args.protocol):
+        able = [m for m in registry.names() if plan.method_fits(plan.probe(m, backbone, {}), m, args.protocol)]
+        why = f" ({caps.reason})" if caps.reason else ""
+        raise VlmeftError(f"method '{args.method}' does not do {args.protocol} here{why}; methods that do: "
+                          f"{', '.join(able)}")
+    runner = CellRunner(backbone, lambda name: overrides if name == args.method else {},
+                        task_loader=lambda name: get_task(name), progress=not args.no_progress)
+    cell = Cell(args.method, args.task, args.protocol, 0, args.seed, backbone.name, backbone.weights_id)
+    metrics, method, _ = runner.measure(cell)
+    result: dict[str, Any] = {"method": args.method, "task": args.task, "seed": args.seed, "backbone": backbone.name,
+                              "pretrained": backbone.pretrained, "protocol": args.protocol,
+                              "trainable_params": method.num_trainable(), **metrics}
+    lines = [f"{args.method} on {args.task}: protocol {args.protocol}, backbone {backbone.name} (nothing trained)"]
+    if args.protocol == "grounding":
+        n = len(get_task(args.task).grounding)
+        lines.append(f"grounding accuracy: {_pct(metrics['accuracy'])} of {n} referring expressions "
+                     f"(a random box: {_pct(metrics['chance'])})")
+        if args.method != "zsclip":  # the zero-shot reference: crop each box and compare
+            zs, _, _ = runner.measure(Cell("zsclip", args.task, "grounding", 0, args.seed, backbone.name,
+                                           backbone.weights_id))
+            result["zero_shot_accuracy"] = zs["accuracy"]
+            lines.append(f"zero-shot CLIP, crop and compare: {_pct(zs['accuracy'])}")
+    else:
+        lines += [f"image->text R@1 {_pct(metrics['i2t_r1'])}  R@5 {_pct(metrics['i2t_r5'])}",
+                  f"text->image R@1 {_pct(metrics['t2i_r1'])}  R@5 {_pct(metrics['t2i_r5'])}"]
     print("\n".join(lines))
     if args.json:
         _emit_json(result)
@@ -246,7 +301,8 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- register
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
-    run = sub.add_parser("run", help="train a method on a few-shot task and evaluate it against zero-shot CLIP")
+    run = sub.add_parser("run", help="train a method on a few-shot task and evaluate it against zero-shot CLIP "
+                                        "(or run retrieval / grounding on a scene task)")
     run.add_argument("method", help="registry id, e.g. coop (see `vlmeft methods`)")
     run.add_argument("--task", required=True, help="task name (digits, shapes, ...) or imagefolder:PATH")
     run.add_argument("--shots", type=int, default=16, help="training images per class (default 16)")
@@ -255,7 +311,9 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     run.add_argument("--pretrained", default="default", help="weights: default, none, an open_clip tag or a file path")
     run.add_argument("--save", metavar="DIR", help="write the trained adapter checkpoint here")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    run.add_argument("--protocol", choices=PROTOCOLS, default="few-shot")
+    run.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                     help="few-shot (default), base-to-novel or cross-domain on a classification task; retrieval "
+                          "or grounding on a scene task (default for grounding-only methods)")
     run.add_argument("--json", action="store_true", help="end with one JSON line of results")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
