@@ -7,11 +7,14 @@ the time limits below on a 2-core CPU, so some methods train for fewer epochs th
 their paper says. Every override is listed here and stored in each results file's
 ``config``, so a reader can see exactly what was run.
 
-Budgets (2 CPU cores, ``--threads 2``, shipped synthclip-tiny backbone):
+Budgets (2 CPU cores, two single-thread workers: ``--jobs 2``, ``--threads 1``; shipped
+synthclip-tiny backbone):
 
 - ``test``: a handful of cells in seconds; for the test suite.
 - ``quick``: at most 3 minutes; CI's smoke test.
-- ``full``: at most 30 minutes; its results are committed under ``results/bench/``.
+- ``full``: at most 30 minutes (the committed run's cells add up to about 43 minutes of
+  CPU, half of it CoCoOp's 1,000-step floor); its results are committed under
+  ``results/bench/``.
 
 The configuration that decides a cell's result (overrides, protocol settings, schema)
 is hashed into the results file's name; which methods, tasks, shots and seeds are
