@@ -114,6 +114,7 @@ def test_save_then_eval_on_novel_classes(capsys, tmp_path):
     (["run", "zsclip", "--task", "digits", "--backbone", "ViT-Q-16"], "unknown backbone 'ViT-Q-16'"),
     (["run", "red-circle", "--task", "digits"], "does grounding only, not classification"),
     (["run", "red-circle", "--task", "digits", "--protocol", "few-shot"], "does grounding only, not classification"),
+    (["run", "red-circle", "--task", "digts"], "unknown task 'digts' (did you mean digits"),
     (["run", "zsclip", "--task", "scenes"], "is a scene task, not image classification: pass --protocol"),
     (["run", "zsclip", "--task", "digits", "--protocol", "retrieval"], "runs on a scene task (scenes)"),
     (["run", "coop", "--task", "scenes", "--protocol", "grounding"], "does not do grounding here; methods that do: "

@@ -107,14 +107,9 @@ def _task(name: str) -> Any:
     return get_task(name)
 
 
-def task_kind(name: str) -> str:
-    """'classification' (with or without shifted domains) or 'scenes'."""
-    from vlmeft.data.types import ClassificationTask
-
-    return "classification" if isinstance(_task(name), ClassificationTask) else "scenes"
-
-
 def task_fits(name: str, protocol: str) -> bool:
+    from vlmeft.data.tasks import task_kind
+
     kind = task_kind(name)
     if protocol in ("retrieval", "grounding"):
         return kind == "scenes"

@@ -30,6 +30,12 @@ def _parse_sets(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _scene_tasks() -> list[str]:
+    from vlmeft.data.tasks import task_kind, task_names
+
+    return [t for t in task_names() if task_kind(t) == "scenes"]
+
+
 def _method_class(name: str, purpose: str = "classification"):  # noqa: ANN202
     from vlmeft import registry
 
@@ -37,31 +43,36 @@ def _method_class(name: str, purpose: str = "classification"):  # noqa: ANN202
     if purpose not in cls.tasks:
         raise VlmeftError(
             f"method '{name}' does {', '.join(cls.tasks)} only, not {purpose}; "
-            f"run it with --protocol {cls.tasks[0]} on a scene task"
+            f"run it on a scene task: vlmeft run {name} --task {_scene_tasks()[0]}"
         )
     return cls
+
+
+def _check_task_name(name: str) -> None:
+    """Unknown embedded task names raise with the nearest known ones."""
+    import difflib
+
+    from vlmeft.data.tasks import task_names
+
+    known = task_names()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise VlmeftError(f"unknown task '{name}'{hint}; tasks: {', '.join(known)}, imagefolder:PATH", where="--task")
 
 
 def load_task(name: str):  # noqa: ANN201
     """A classification task by name (``imagefolder:PATH`` included); unknown names
     raise with the nearest known ones."""
-    import difflib
-
     from vlmeft.data.types import ClassificationTask
 
     if name.startswith("imagefolder:"):
         from vlmeft.data.imagefolder import load_imagefolder_task
 
         return load_imagefolder_task(name.split(":", 1)[1])
-    try:
-        from vlmeft.data.tasks import get_task, task_names
-    except ImportError as err:  # pragma: no cover (the tasks module ships with the package)
-        raise VlmeftError(f"named tasks are unavailable ({err})", where="--task") from None
-    known = list(task_names())
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise VlmeftError(f"unknown task '{name}'{hint}; tasks: {', '.join(known)}, imagefolder:PATH", where="--task")
+    from vlmeft.data.tasks import get_task
+
+    _check_task_name(name)
     task = get_task(name)
     if not isinstance(task, ClassificationTask):
         raise VlmeftError(f"task '{name}' is a scene task, not image classification: pass --protocol retrieval "
@@ -165,13 +176,13 @@ def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from vlmeft.bench import plan
     from vlmeft.bench.cells import CellRunner
     from vlmeft.bench.plan import Cell
-    from vlmeft.data.tasks import get_task, task_names
+    from vlmeft.data.tasks import get_task
 
-    scenes = [t for t in task_names() if plan.task_kind(t) == "scenes"]
+    scenes = _scene_tasks()
     if args.task not in scenes:
-        if "classification" not in registry.get(args.method).tasks:
-            raise VlmeftError(f"method '{args.method}' does grounding only, not classification; run it on a scene "
-                              f"task: vlmeft run {args.method} --task {scenes[0]}", where="--task")
+        if not args.task.startswith("imagefolder:"):
+            _check_task_name(args.task)
+        _method_class(args.method)  # a grounding-only method says so first
         raise VlmeftError(f"protocol {args.protocol} runs on a scene task ({', '.join(scenes)}), not '{args.task}'",
                           where="--task")
     backbone = load_backbone(args.backbone, args.pretrained)
@@ -181,8 +192,7 @@ def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         why = f" ({caps.reason})" if caps.reason else ""
         raise VlmeftError(f"method '{args.method}' does not do {args.protocol} here{why}; methods that do: "
                           f"{', '.join(able)}")
-    runner = CellRunner(backbone, lambda name: overrides if name == args.method else {},
-                        task_loader=lambda name: get_task(name), progress=not args.no_progress)
+    runner = CellRunner(backbone, lambda name: overrides if name == args.method else {}, progress=not args.no_progress)
     cell = Cell(args.method, args.task, args.protocol, 0, args.seed, backbone.name, backbone.weights_id)
     metrics, method, _ = runner.measure(cell)
     result: dict[str, Any] = {"method": args.method, "task": args.task, "seed": args.seed, "backbone": backbone.name,

@@ -190,17 +190,23 @@ def _scenes(seed: int, n: int = 300) -> SceneTask:
     )
 
 
-_BUILDERS: dict[str, Callable[[int], ClassificationTask | SceneTask]] = {
+_CLASSIFICATION_BUILDERS: dict[str, Callable[[int], ClassificationTask]] = {
     "digits": _digits,
     "shapes": _shapes,
     "colors": _colors,
     "color-shape": _color_shape,
-    "scenes": _scenes,
 }
+_SCENE_BUILDERS: dict[str, Callable[[int], SceneTask]] = {"scenes": _scenes}
+_BUILDERS: dict[str, Callable[[int], ClassificationTask | SceneTask]] = {**_CLASSIFICATION_BUILDERS, **_SCENE_BUILDERS}
 
 
 def task_names() -> list[str]:
     return list(_BUILDERS)
+
+
+def task_kind(name: str) -> str:
+    """'classification' or 'scenes' (retrieval and grounding), known without building the task."""
+    return "scenes" if name in _SCENE_BUILDERS else "classification"
 
 
 @lru_cache(maxsize=16)
