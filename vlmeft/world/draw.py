@@ -107,15 +107,13 @@ POLYGONS: dict[str, list[tuple[float, float]]] = {
 
 def shape_mask(shape: str, cx: float, cy: float, r: float, angle: float = 0.0) -> np.ndarray:
     """Alpha mask of one shape centred at (cx, cy) with radius r (pixels at IMAGE_SIZE)."""
+    s = SUPER
+    if shape == "ring":  # a thick outline: 34% of the radius, at least 2 canvas pixels
+        return ellipse_outline(cx, cy, r, r, width=max(2, int(round(r * s * 0.34))) / s)
     im = Image.new("L", (CANVAS, CANVAS), 0)
     d = ImageDraw.Draw(im)
-    s = SUPER
-    if shape in ("circle", "ring"):
-        box = [(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s]
-        if shape == "circle":
-            d.ellipse(box, fill=255)
-        else:
-            d.ellipse(box, outline=255, width=max(2, int(round(r * s * 0.34))))
+    if shape == "circle":
+        d.ellipse([(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s], fill=255)
     else:
         ca, sa = math.cos(angle), math.sin(angle)
         pts = [((cx + r * (x * ca - y * sa)) * s, (cy + r * (x * sa + y * ca)) * s) for x, y in POLYGONS[shape]]
@@ -124,8 +122,8 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, angle: float = 0.0) -
 
 
 def ellipse_outline(cx: float, cy: float, rx: float, ry: float, width: float) -> np.ndarray:
-    """Alpha mask of an ellipse outline (a hand-drawn marker), centre/semi-axes/width in
-    pixels at IMAGE_SIZE; anti-aliased like the shapes."""
+    """Alpha mask of an ellipse outline (the ring shape, a hand-drawn marker), centre,
+    semi-axes and width in pixels at IMAGE_SIZE; anti-aliased like the shapes."""
     im = Image.new("L", (CANVAS, CANVAS), 0)
     s = SUPER
     ImageDraw.Draw(im).ellipse([(cx - rx) * s, (cy - ry) * s, (cx + rx) * s, (cy + ry) * s], outline=255,
