@@ -313,7 +313,8 @@ def _check_variants(items: list[Item], report: _Report) -> None:
                                                f"{base.category}; add a classification note with alternative {base.category} saying why")
 
 
-def _check_changelog(part: Any, root: Path, ids: set[str], report: _Report) -> None:
+def _check_changelog(part: Any, root: Path, records: dict[str, MethodRecord], report: _Report) -> None:
+    ids = set(records)
     log, meta = part.changelog, part.meta
     if log is None or meta is None:
         return
@@ -326,6 +327,16 @@ def _check_changelog(part: Any, root: Path, ids: set[str], report: _Report) -> N
         for c, change in enumerate(release.changes):
             if change.record not in ids and "record" not in change.fields:
                 report.add(doc, ("releases", r, "changes", c, "record"), f"unknown record '{change.record}'")
+    from vlmeft.kb.changelog import LOCK_FILE, read_lock, unlogged
+
+    lock = read_lock(root)
+    if lock is None:
+        return
+    logged = {c.record for c in log.releases[0].changes}
+    for rid in unlogged(records, lock, logged):
+        report.add(doc, ("releases", 0, "changes"),
+                   f"record '{rid}' changed its category or facts since {LOCK_FILE} was written, but release "
+                   f"{log.releases[0].version} does not log it; add a change entry (then `vlmeft changelog lock` at release)")
 
 
 def check_rules(items: Iterable[Item], part: Any, root: Path) -> list[VlmeftError]:
@@ -341,5 +352,5 @@ def check_rules(items: Iterable[Item], part: Any, root: Path) -> list[VlmeftErro
     _check_shared_code(items, report)
     _check_aliases(items, report)
     _check_variants(items, report)
-    _check_changelog(part, root, {rec.id for rec, _ in items}, report)
+    _check_changelog(part, root, {rec.id: rec for rec, _ in items}, report)
     return report.errors
