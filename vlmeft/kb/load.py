@@ -602,7 +602,9 @@ def _load(root: Path, extra: Iterable[Path], sink: _Sink, *, rules: bool = False
     for item in items:
         _record_checks(item, part, sink)
     _cross_checks(items, sink)
-    if rules and part.categories is not None:
+    # The rules hold a knowledge base that publishes releases (it has kb.yaml): the shipped one, and
+    # any record validated against it. Scratch and fixture KBs without kb.yaml keep schema checks only.
+    if rules and part.categories is not None and part.meta is not None:
         from vlmeft.kb.rules import check_rules
 
         sink.extend(check_rules([(it.record, it.doc) for it in items], part, root))
@@ -641,7 +643,8 @@ def check_kb(
     checked as if they were added to it). Returns the KB (None if a base file failed).
 
     ``rules``: also hold every record to the knowledge-base rules (:mod:`vlmeft.kb.rules`:
-    sources, venues, shared code, aliases, ...), as ``vlmeft validate`` does."""
+    sources, venues, shared code, aliases, ...), as ``vlmeft validate`` does, when the knowledge
+    base publishes releases (has ``kb.yaml``)."""
     root = Path(taxonomy_dir) if taxonomy_dir is not None else shipped_dir()
     sink = _Sink(strict=False)
     kb = _load(root, [Path(p) for p in extra_files], sink, rules=rules)

@@ -18,8 +18,9 @@ claim and where they say they checked it, across records:
 - ``aliases``: no alias or id equals another record's once case and punctuation are ignored;
 - ``variants``: a variant filed in another category than its base says why.
 
-``vlmeft validate`` runs them; :func:`vlmeft.kb.load.load_kb` does not (loading stays
-fast and tolerant of fixture knowledge bases).
+``vlmeft validate`` runs them on a knowledge base that publishes releases (one with
+``kb.yaml``, like the shipped one); :func:`vlmeft.kb.load.load_kb` does not (loading stays fast
+and tolerant of fixture knowledge bases).
 """
 
 from __future__ import annotations
@@ -172,15 +173,14 @@ def _check_sources(rec: MethodRecord, doc: YamlDocument, report: _Report) -> Non
     needed += [f for f in ("arxiv", "doi", "url", "code") if getattr(rec, f)]
     for fact in needed:
         if not covered.get(fact) and fact not in unverified:
-            report.add(doc, ("sources",), f"no source checks '{fact}'; name one in 'sources' or list it in 'unverified' with a reason")
+            hint = " (the official repository, or the paper page that links it)" if fact == "code" else ""
+            report.add(doc, ("sources",), f"no source checks '{fact}'{hint}; name one in 'sources' or list it in 'unverified' with a reason")
     # A published venue is checked against the venue, the publisher or the authors, never arXiv alone.
     venue_sources = [s for s in covered.get("venue", []) if s.kind != "arxiv"]
     if rec.venue_type != "preprint" and not venue_sources and "venue" not in unverified:
         report.add(doc, ("sources",), f"the venue ({rec.venue}) needs a proceedings, publisher, index or official source, not arXiv")
     if rec.venue_type == "preprint" and not rec.arxiv and not rec.url:
         report.add(doc, ("venue_type",), "a preprint needs its arXiv id (or url)")
-    if rec.code and not rec.sources.code and "code" not in unverified:
-        report.add(doc, ("sources", "code"), "the code link is not checked: name the official repository (or the paper page that links it)")
 
 
 def _check_unverified(rec: MethodRecord, doc: YamlDocument, report: _Report) -> None:
@@ -334,9 +334,10 @@ def _check_changelog(part: Any, root: Path, records: dict[str, MethodRecord], re
         return
     logged = {c.record for c in log.releases[0].changes}
     for rid in unlogged(records, lock, logged):
+        what = ("is new" if rid not in lock["digests"] else "changed its category or facts")
         report.add(doc, ("releases", 0, "changes"),
-                   f"record '{rid}' changed its category or facts since {LOCK_FILE} was written, but release "
-                   f"{log.releases[0].version} does not log it; add a change entry (then `vlmeft changelog lock` at release)")
+                   f"record '{rid}' {what} since {LOCK_FILE} was written, but release {log.releases[0].version} "
+                   "does not log it; add a change entry (then `vlmeft changelog lock` at release)")
 
 
 def check_rules(items: Iterable[Item], part: Any, root: Path) -> list[VlmeftError]:
