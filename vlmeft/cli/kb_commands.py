@@ -117,8 +117,16 @@ def _show_lines(kb: KnowledgeBase, r: MethodRecord) -> list[tuple[str, str]]:
     for i, res in enumerate(r.results):
         extra = ", ".join(x for x in (res.protocol, res.backbone) if x)
         lines.append((f"result {i}", f"{res.metric} = {res.value:g} on {res.dataset}" + (f" ({extra})" if extra else "") + f"  [{res.source}]"))
-    if r.unverified:
-        lines.append(("unverified", ", ".join(r.unverified_fields)))
+    if r.variant_of:
+        lines.append(("variant of", r.variant_of))
+    if r.sources is not None:
+        for src in [*r.sources.bibliographic, *r.sources.code]:
+            lines.append(("checked", f"{', '.join(src.facts)} against {src.kind} {src.url}"))
+    for u in r.unverified:
+        lines.append(("unverified", f"{u.field}: {u.reason}" if hasattr(u, "reason") else str(u)))
+    for n in r.classification_notes:
+        who = ", ".join(n.held_by) or "a sibling variant"
+        lines.append(("alternative", f"{n.alternative} (held by {who}): {n.reason}"))
     lines.append(("cite", cite.text(r)))
     return lines
 

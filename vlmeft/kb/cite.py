@@ -83,7 +83,8 @@ class _Ref:
 
 def _ref(item: Citable) -> _Ref:
     if isinstance(item, KbEntry):
-        howpublished = f"{item.container}, version {item.version}"
+        howpublished = (f"{item.container}, version {item.version}" if item.title != item.container
+                        else f"version {item.version}")
         if not item.url:
             howpublished += f", {item.path}"
         return _Ref(

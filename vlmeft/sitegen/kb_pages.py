@@ -6,7 +6,6 @@ The literature leaderboard lives in :mod:`vlmeft.sitegen.leaderboard_pages`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from vlmeft.sitegen import markup as md
@@ -204,15 +203,9 @@ def changelog_page(ctx: Context) -> str:
 
 
 def _tabs(ctx: Context, items: list[Any]) -> str:
-    bib = ctx.cite.bibtex(items)
-    csl = json.dumps(ctx.cite.csl_json(items), indent=2, ensure_ascii=False)
-    txt = "\n\n".join(ctx.cite.text(i) for i in items)
-    out = []
-    for label, body, lang in (("BibTeX", bib, "bibtex"), ("CSL-JSON", csl, "json"), ("Text", txt, "text")):
-        out.append(f'=== "{label}"\n\n')
-        out.append(md.fence(body, lang, indent=4))
-        out.append("\n")
-    return "".join(out)
+    from vlmeft.sitegen.method_pages import cite_tabs  # that module imports this one
+
+    return cite_tabs(ctx, items)
 
 
 def cite_page(ctx: Context) -> str:
