@@ -147,7 +147,7 @@ def test_rich_output_in_a_terminal(kb_dir, capsys, monkeypatch):
 def test_validate_ok(kb_dir, capsys):
     rc, out, err = run(capsys, "validate", "--taxonomy", kb_dir)
     assert (rc, err) == (0, "")
-    assert out.strip() == "ok: 4 records, 14 categories (9 leaves), 17 tasks, 4 paradigms"
+    assert out.strip() == "ok: 4 records, 14 categories (9 leaves), 19 tasks, 4 paradigms"
     rc, out, _ = run(capsys, "validate", kb_dir)  # a KB directory as the path
     assert rc == 0 and out.startswith("ok: 4 records")
 

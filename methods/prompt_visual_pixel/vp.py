@@ -11,8 +11,9 @@ model's, and the vision token count does not grow. Because it edits pixels, VP r
 ResNet image towers as well as ViTs.
 
 Of the prompt shapes the paper compares (a random patch, a fixed patch, padding), the
-padding prompt works best: a border of width ``pad`` pixels (30 at 224 px, 4 × 30 × 224
-× 2 + 4 × 30 × 164 = 69,840 parameters), the inside left at zero.
+padding prompt works best: a border of width ``pad`` pixels (30 at 224 px: two 30 × 224
+strips and two 164 × 30 strips of 3 channels, 3 × (2 × 30 × 224 + 2 × 164 × 30) =
+69,840 parameters), the inside left at zero.
 
 What this version simplifies:
 

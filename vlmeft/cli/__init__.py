@@ -18,6 +18,7 @@ from vlmeft.errors import VlmeftError
 # The command modules, in help order. A fixed list: nothing registers itself on import.
 COMMAND_MODULES = (
     "vlmeft.cli.kb_commands",  # list, show, cite, tree, validate, schema
+    "vlmeft.cli.kb_release_commands",  # stats, changelog
     "vlmeft.cli.run_commands",  # run, eval, params, methods
     "vlmeft.cli.backbone_commands",  # backbone pretrain / info / evaluate
     "vlmeft.cli.conformance_commands",  # conformance

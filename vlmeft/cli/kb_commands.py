@@ -117,8 +117,16 @@ def _show_lines(kb: KnowledgeBase, r: MethodRecord) -> list[tuple[str, str]]:
     for i, res in enumerate(r.results):
         extra = ", ".join(x for x in (res.protocol, res.backbone) if x)
         lines.append((f"result {i}", f"{res.metric} = {res.value:g} on {res.dataset}" + (f" ({extra})" if extra else "") + f"  [{res.source}]"))
-    if r.unverified:
-        lines.append(("unverified", ", ".join(r.unverified)))
+    if r.variant_of:
+        lines.append(("variant of", r.variant_of))
+    if r.sources is not None:
+        for src in [*r.sources.bibliographic, *r.sources.code]:
+            lines.append(("checked", f"{', '.join(src.facts)} against {src.kind} {src.url}"))
+    for u in r.unverified:
+        lines.append(("unverified", f"{u.field}: {u.reason}" if hasattr(u, "reason") else str(u)))
+    for n in r.classification_notes:
+        who = ", ".join(n.held_by) or "a sibling variant"
+        lines.append(("alternative", f"{n.alternative} (held by {who}): {n.reason}"))
     lines.append(("cite", cite.text(r)))
     return lines
 
@@ -154,7 +162,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_cite(args: argparse.Namespace) -> int:
     kb = _kb(args)
-    items = cite_scope(kb, args.ids, category=args.category, everything=args.all)
+    items = cite_scope(kb, args.ids, category=args.category, everything=args.all, with_entry=args.with_entry)
     sys.stdout.write(cite.render(items, args.format))
     return 0
 
@@ -264,10 +272,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_taxonomy(p)
     p.set_defaults(func=_cmd_show)
 
-    p = sub.add_parser("cite", help="citations: of records, a category's members, or everything")
-    p.add_argument("ids", nargs="*", metavar="ID", help="record ids or aliases (the survey's id cites the survey)")
+    p = sub.add_parser("cite", help="citations: of records, taxonomy nodes, a category's members, or everything")
+    p.add_argument("ids", nargs="*", metavar="ID",
+                   help="record ids or aliases, or taxonomy node ids (e.g. prompt.multimodal.coupled: the node's "
+                        "entry and the survey it comes from); the survey's id cites the survey")
     p.add_argument("--category", help="cite every record in this category (and below)")
     p.add_argument("--all", action="store_true", help="cite the survey and every record")
+    p.add_argument("--with-entry", action="store_true",
+                   help="after each record, also cite its entry in this knowledge base (release and URL)")
     p.add_argument("--format", choices=sorted(cite.FORMATS), default="bibtex")
     _add_taxonomy(p)
     p.set_defaults(func=_cmd_cite)

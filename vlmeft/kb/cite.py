@@ -7,6 +7,7 @@ so that the output parses in strict BibTeX readers whatever the record holds.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from collections.abc import Iterable
@@ -15,7 +16,29 @@ from dataclasses import dataclass
 from vlmeft.errors import VlmeftError
 from vlmeft.kb.schema import MethodRecord, SurveyRecord
 
-Citable = MethodRecord | SurveyRecord
+
+
+@dataclass(frozen=True)
+class KbEntry:
+    """An entry of the knowledge base itself (a taxonomy node, or a method's page), citable
+    beside the works it describes: it names the knowledge base's release and stable URL."""
+
+    key: str  # BibTeX key / CSL id, e.g. "vlmeft:prompt.multimodal.coupled"
+    title: str
+    authors: tuple[str, ...]  # corporate authors, kept whole
+    container: str  # the knowledge base's title
+    version: str
+    released: datetime.date
+    path: str  # the entry's path inside the site, e.g. "generated/taxonomy/prompt.multimodal.coupled/"
+    site_url: str | None  # the site's stable URL, if published
+    note: str
+
+    @property
+    def url(self) -> str | None:
+        return self.site_url.rstrip("/") + "/" + self.path if self.site_url else None
+
+
+Citable = MethodRecord | SurveyRecord | KbEntry
 
 # Lower-case name particles, plus capitalised ones that are particles when they are not
 # the first word ("Ismail Ben Ayed", "Oisin Mac Aodha"). A record can always force the
@@ -53,9 +76,22 @@ class _Ref:
     url: str | None = None
     arxiv: str | None = None
     arxiv_class: str | None = None
+    version: str | None = None
+    note: str | None = None
+    date: datetime.date | None = None
 
 
 def _ref(item: Citable) -> _Ref:
+    if isinstance(item, KbEntry):
+        howpublished = (f"{item.container}, version {item.version}" if item.title != item.container
+                        else f"version {item.version}")
+        if not item.url:
+            howpublished += f", {item.path}"
+        return _Ref(
+            key=item.key, kind="entry", title=item.title, authors=[(a, "") for a in item.authors],
+            container=howpublished, container_short=item.container, year=item.released.year, url=item.url,
+            version=item.version, note=item.note, date=item.released,
+        )
     authors = [split_name(a) for a in item.authors]
     if isinstance(item, SurveyRecord):
         return _Ref(
@@ -140,6 +176,10 @@ def _bibtex_entry(item: Citable) -> str:
         if not ref.arxiv:
             fields.append(("howpublished", latex_escape(ref.container)))
     fields.append(("year", str(ref.year)))
+    if ref.version:
+        fields.append(("version", latex_escape(ref.version)))
+    if ref.note:
+        fields.append(("note", latex_escape(ref.note)))
     if ref.volume:
         fields.append(("volume", latex_escape(ref.volume)))
     if ref.article_number:
@@ -167,7 +207,8 @@ def bibtex(records: Iterable[Citable]) -> str:
 # CSL-JSON
 # ---------------------------------------------------------------------------------------
 
-_CSL_TYPE = {"journal": "article-journal", "conference": "paper-conference", "workshop": "paper-conference", "preprint": "article"}
+_CSL_TYPE = {"journal": "article-journal", "conference": "paper-conference", "workshop": "paper-conference",
+             "preprint": "article", "entry": "entry"}
 
 
 def _csl_item(item: Citable) -> dict:
@@ -176,11 +217,16 @@ def _csl_item(item: Citable) -> dict:
         "id": ref.key,
         "type": _CSL_TYPE[ref.kind],
         "title": ref.title,
-        "author": [{"family": f, "given": g} if g else {"family": f} for f, g in ref.authors],
-        "issued": {"date-parts": [[ref.year]]},
+        "author": ([{"literal": f} for f, _ in ref.authors] if ref.kind == "entry"
+                   else [{"family": f, "given": g} if g else {"family": f} for f, g in ref.authors]),
+        "issued": {"date-parts": [[ref.date.year, ref.date.month, ref.date.day] if ref.date else [ref.year]]},
         "container-title": "arXiv" if ref.kind == "preprint" and ref.arxiv else ref.container,
     }
-    if ref.container_short:
+    if ref.kind == "entry":  # the plain title; version and path have fields of their own
+        out["container-title"] = ref.container_short
+        if not ref.url:
+            out["note"] = f"{ref.note} Site path: {ref.container.rsplit(', ', 1)[-1]}."
+    elif ref.container_short:
         out["container-title-short"] = ref.container_short
     if ref.kind in ("conference", "workshop"):
         out["event-title"] = ref.container
@@ -192,6 +238,10 @@ def _csl_item(item: Citable) -> dict:
         out["publisher"] = ref.publisher
     if ref.doi:
         out["DOI"] = ref.doi
+    if ref.version:
+        out["version"] = ref.version
+    if ref.note and "note" not in out:
+        out["note"] = ref.note
     if ref.kind == "preprint" and ref.arxiv:
         out["number"] = f"arXiv:{ref.arxiv}"
         out["publisher"] = "arXiv"
@@ -249,6 +299,8 @@ def text(record: Citable) -> str:
     elif ref.kind in ("conference", "workshop"):
         short = f" ({ref.container_short})" if ref.container_short and ref.container_short not in ref.container else ""
         parts.append(f"In {ref.container}{short}.")
+    elif ref.kind == "entry":
+        parts.append(f"In {ref.container} (released {ref.date.isoformat() if ref.date else ref.year}). {ref.note}")
     elif ref.arxiv:
         parts.append(f"arXiv preprint arXiv:{ref.arxiv}.")
     else:
@@ -271,3 +323,53 @@ def render(records: Iterable[Citable], fmt: str) -> str:
     if fmt not in FORMATS:
         raise VlmeftError(f"unknown citation format '{fmt}'; known: {', '.join(FORMATS)}")
     return FORMATS[fmt](list(records))
+
+
+# ---------------------------------------------------------------------------------------
+# The knowledge base's own entries: taxonomy nodes and method pages
+# ---------------------------------------------------------------------------------------
+
+NODE_PATH = "generated/taxonomy/{}/"
+RECORD_PATH = "generated/methods/{}/"
+
+
+def _release(kb) -> tuple:  # noqa: ANN001 - a vlmeft.kb.load.KnowledgeBase
+    if kb.meta is None:
+        raise VlmeftError("this knowledge base has no kb.yaml (title, version, release date), so its entries "
+                          "cannot be cited", where=str(kb.root))
+    m = kb.meta
+    return m.title, m.version, m.released, (str(m.url) if m.url else None), tuple(m.authors)
+
+
+def _survey_short(kb) -> str:  # noqa: ANN001
+    s = kb.survey
+    first = split_name(s.authors[0])[0]
+    return f"{first} et al., {s.journal} {s.volume} ({s.year}) {s.article_number}, doi:{s.doi}"
+
+
+def node_entry(kb, node_id: str) -> KbEntry:  # noqa: ANN001
+    """The citable entry of taxonomy node ``node_id`` (any level)."""
+    node = kb.categories.node(node_id)
+    title, version, released, url, authors = _release(kb)
+    level = {0: "Family", 1: "Type"}.get(node_id.count("."), "Subtype")
+    note = (f"{level} of the taxonomy of efficient fine-tuning of vision-language models organised after "
+            f"the survey by {_survey_short(kb)}; the node names are the knowledge base's reconstruction.")
+    return KbEntry(key=f"vlmeft:{node_id}", title=f"{node.name} ({node_id})", authors=authors, container=title,
+                   version=version, released=released, path=NODE_PATH.format(node_id), site_url=url, note=note)
+
+
+def record_entry(kb, rec: MethodRecord) -> KbEntry:  # noqa: ANN001
+    """The knowledge base's entry for method ``rec`` (cite it beside the paper)."""
+    title, version, released, url, authors = _release(kb)
+    where = f"filed under {rec.category}" if rec.category else "a baseline with no category"
+    note = f"Knowledge-base entry for {rec.title} ({rec.year}), {where}."
+    return KbEntry(key=f"vlmeft:{rec.id}", title=f"{rec.name} ({rec.id})", authors=authors, container=title,
+                   version=version, released=released, path=RECORD_PATH.format(rec.id), site_url=url, note=note)
+
+
+def kb_entry(kb) -> KbEntry:  # noqa: ANN001
+    """The knowledge base as a whole, at its current release."""
+    title, version, released, url, authors = _release(kb)
+    return KbEntry(key="vlmeft", title=title, authors=authors, container=title, version=version,
+                   released=released, path="", site_url=url,
+                   note=f"Organised after the survey by {_survey_short(kb)}.")

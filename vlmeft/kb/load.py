@@ -26,7 +26,9 @@ from vlmeft.errors import VlmeftError
 from vlmeft.kb.safe_yaml import YamlDocument, display_path, load_yaml_document, safe_load_yaml
 from vlmeft.kb.schema import (
     CategoriesFile,
+    ChangelogFile,
     Family,
+    KbMeta,
     Leaf,
     MethodRecord,
     Paradigm,
@@ -37,6 +39,7 @@ from vlmeft.kb.schema import (
     Topic,
     TopicsFile,
     TypeNode,
+    VocabFile,
 )
 
 __all__ = [
@@ -144,6 +147,24 @@ def is_under(category: str | None, node_id: str) -> bool:
     return bool(category) and (category == node_id or category.startswith(node_id + "."))  # type: ignore[union-attr]
 
 
+class Vocabulary:
+    """The controlled ids results use (``vocab.yaml``), indexed by kind."""
+
+    KINDS = ("metrics", "protocols", "datasets", "backbones")
+
+    def __init__(self, data: VocabFile) -> None:
+        self.data = data
+        self.metrics = {m.id: m for m in data.metrics}
+        self.protocols = {p.id: p for p in data.protocols}
+        self.datasets = {d.id: d for d in data.datasets}
+        self.backbones = {b.id: b for b in data.backbones}
+
+    def backbone_for_open_clip(self, name: str) -> str | None:
+        """The backbone id whose open_clip model name is ``name`` (case-insensitive)."""
+        folded = name.casefold()
+        return next((b.id for b in self.backbones.values() if b.open_clip and b.open_clip.casefold() == folded), None)
+
+
 @dataclass
 class KnowledgeBase:
     """Everything under one taxonomy directory, validated."""
@@ -156,6 +177,9 @@ class KnowledgeBase:
     topics: dict[str, Topic]
     methods: dict[str, MethodRecord]  # sorted by id
     sources: dict[str, str] = field(default_factory=dict)  # record id -> file, as shown in messages
+    vocab: Vocabulary | None = None  # vocab.yaml; None: results are free text (an old or fixture KB)
+    meta: KbMeta | None = None  # kb.yaml: the knowledge base's own release
+    changelog: ChangelogFile | None = None  # changelog.yaml
 
     @property
     def leaves(self) -> list[Leaf | TypeNode]:
@@ -395,6 +419,25 @@ def _record_checks(item: _Loaded, kb: _Partial, sink: _Sink) -> None:
         elif paradigm.family is not None and not is_under(rec.category, paradigm.family):
             got = f"'{rec.category}'" if rec.category else "none"
             sink.add(VlmeftError(f"paradigm '{rec.paradigm}' needs a category under '{paradigm.family}', got {got}", where=where))
+    if kb.vocab is not None:
+        _vocab_checks(rec, doc, kb.vocab, sink)
+    for i, note in enumerate(rec.classification_notes):
+        loc = ("classification_notes", i, "alternative")
+        alt = note.alternative
+        if tree is not None and alt != "baseline" and alt not in tree:
+            sink.add(VlmeftError(f"unknown category '{alt}'{suggest(alt, tree.ids)}", where=f"{doc.at(loc)} field '{_dotted(loc)}'"))
+        elif alt == (rec.category or "baseline"):
+            sink.add(VlmeftError("the alternative is the record's own category", where=f"{doc.at(loc)} field '{_dotted(loc)}'"))
+        if tree is not None:
+            for j, who in enumerate(note.held_by):
+                if who not in tree.references and who not in kb.record_ids:
+                    loc = ("classification_notes", i, "held_by", j)
+                    sink.add(VlmeftError(
+                        f"'{who}' is neither a reference in categories.yaml nor a record id{suggest(who, [*tree.references, *kb.record_ids])}",
+                        where=f"{doc.at(loc)} field '{_dotted(loc)}'"))
+    if rec.variant_of is not None and kb.record_ids and rec.variant_of not in kb.record_ids:
+        sink.add(VlmeftError(f"unknown record '{rec.variant_of}'{suggest(rec.variant_of, kb.record_ids)}",
+                             where=f"{doc.at(('variant_of',))} field 'variant_of'"))
     impl = rec.implementation
     if (impl is not None and impl.fidelity == "category-reference" and tree is not None and rec.category in tree
             and rec.category not in registry.CATEGORY_REFERENCE):
@@ -411,6 +454,32 @@ def _record_checks(item: _Loaded, kb: _Partial, sink: _Sink) -> None:
                 f"'{impl.id}' is implemented under methods/{folder}/, not the record's category folder methods/{expected}/",
                 where=f"{doc.at(('implementation', 'id'))} field 'implementation.id'",
             ))
+
+
+def _vocab_checks(rec: MethodRecord, doc: YamlDocument, vocab: Vocabulary, sink: _Sink) -> None:
+    """Every result names its metric, dataset, protocol and backbone by a vocabulary id,
+    with ``shots`` where the protocol needs it and never where it forbids it."""
+    for i, res in enumerate(rec.results):
+        for name, table in (("metric", vocab.metrics), ("dataset", vocab.datasets),
+                            ("protocol", vocab.protocols), ("backbone", vocab.backbones)):
+            value = getattr(res, name)
+            loc = ("results", i, name)
+            if value is None:
+                if name in ("protocol", "backbone"):
+                    sink.add(VlmeftError(f"required: a {name} id from vocab.yaml", where=f"{doc.at(('results', i))} field '{_dotted(loc)}'"))
+                continue
+            if value not in table:
+                sink.add(VlmeftError(f"unknown {name} '{value}'{suggest(value, table)}; the ids are in vocab.yaml",
+                                     where=f"{doc.at(loc)} field '{_dotted(loc)}'"))
+        protocol = vocab.protocols.get(res.protocol or "")
+        if protocol is None:
+            continue
+        if protocol.shots == "required" and res.shots is None:
+            sink.add(VlmeftError(f"protocol '{protocol.id}' needs 'shots' (labelled images per class)",
+                                 where=f"{doc.at(('results', i))} field 'results[{i}].shots'"))
+        if protocol.shots == "forbidden" and res.shots is not None:
+            sink.add(VlmeftError(f"protocol '{protocol.id}' uses no labelled shots; remove 'shots'",
+                                 where=f"{doc.at(('results', i, 'shots'))} field 'results[{i}].shots'"))
 
 
 def _implementation_folder(method_id: str) -> str | None:
@@ -464,6 +533,10 @@ class _Partial:
     paradigms: dict[str, Paradigm] | None = None
     topics: dict[str, Topic] | None = None
     survey: SurveyRecord | None = None
+    vocab: Vocabulary | None = None
+    meta: KbMeta | None = None
+    changelog: ChangelogFile | None = None
+    record_ids: set[str] = field(default_factory=set)  # every parsed record's id (for variant_of)
 
 
 def _load_base(root: Path, sink: _Sink) -> _Partial:
@@ -495,6 +568,14 @@ def _load_base(root: Path, sink: _Sink) -> _Partial:
     got_survey = _parse_file(root / "survey.yaml", SurveyRecord, sink)
     if got_survey:
         part.survey = got_survey[0]
+    # Optional files: a knowledge base without them has free-text results, no release
+    # metadata and no changelog (older and fixture KBs).
+    if (root / "vocab.yaml").exists() and (got := _parse_file(root / "vocab.yaml", VocabFile, sink)):
+        part.vocab = Vocabulary(got[0])
+    if (root / "kb.yaml").exists() and (got_meta := _parse_file(root / "kb.yaml", KbMeta, sink)):
+        part.meta = got_meta[0]
+    if (root / "changelog.yaml").exists() and (got_log := _parse_file(root / "changelog.yaml", ChangelogFile, sink)):
+        part.changelog = got_log[0]
     return part
 
 
@@ -504,7 +585,7 @@ def _record_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
 
 
-def _load(root: Path, extra: Iterable[Path], sink: _Sink) -> KnowledgeBase | None:
+def _load(root: Path, extra: Iterable[Path], sink: _Sink, *, rules: bool = False) -> KnowledgeBase | None:
     if not root.is_dir():
         sink.add(VlmeftError("taxonomy directory not found", where=str(root)))
         return None
@@ -517,9 +598,16 @@ def _load(root: Path, extra: Iterable[Path], sink: _Sink) -> KnowledgeBase | Non
         parsed = _parse_file(path, MethodRecord, sink)
         if parsed:
             items.append(_Loaded(parsed[0], parsed[1], path))
+    part.record_ids = {it.record.id for it in items}
     for item in items:
         _record_checks(item, part, sink)
     _cross_checks(items, sink)
+    # The rules hold a knowledge base that publishes releases (it has kb.yaml): the shipped one, and
+    # any record validated against it. Scratch and fixture KBs without kb.yaml keep schema checks only.
+    if rules and part.categories is not None and part.meta is not None:
+        from vlmeft.kb.rules import check_rules
+
+        sink.extend(check_rules([(it.record, it.doc) for it in items], part, root))
     if part.categories is None or part.tasks is None or part.paradigms is None or part.survey is None:
         return None  # only reachable when collecting: the errors say why
     methods = {}
@@ -534,6 +622,9 @@ def _load(root: Path, extra: Iterable[Path], sink: _Sink) -> KnowledgeBase | Non
         topics=part.topics or {},
         methods=methods,
         sources={it.record.id: it.doc.where for it in items if methods.get(it.record.id) is it.record},
+        vocab=part.vocab,
+        meta=part.meta,
+        changelog=part.changelog,
     )
 
 
@@ -546,13 +637,17 @@ def load_kb(taxonomy_dir: Path | str | None = None) -> KnowledgeBase:
 
 
 def check_kb(
-    taxonomy_dir: Path | str | None = None, extra_files: Iterable[Path | str] = ()
+    taxonomy_dir: Path | str | None = None, extra_files: Iterable[Path | str] = (), *, rules: bool = True
 ) -> tuple[KnowledgeBase | None, list[VlmeftError]]:
     """Collect every problem in a knowledge base, plus ``extra_files`` (record files
-    checked as if they were added to it). Returns the KB (None if a base file failed)."""
+    checked as if they were added to it). Returns the KB (None if a base file failed).
+
+    ``rules``: also hold every record to the knowledge-base rules (:mod:`vlmeft.kb.rules`:
+    sources, venues, shared code, aliases, ...), as ``vlmeft validate`` does, when the knowledge
+    base publishes releases (has ``kb.yaml``)."""
     root = Path(taxonomy_dir) if taxonomy_dir is not None else shipped_dir()
     sink = _Sink(strict=False)
-    kb = _load(root, [Path(p) for p in extra_files], sink)
+    kb = _load(root, [Path(p) for p in extra_files], sink, rules=rules)
     return kb, sink.errors
 
 

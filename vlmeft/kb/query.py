@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from vlmeft.errors import VlmeftError
 from vlmeft.kb.load import KnowledgeBase, suggest, is_under
@@ -67,26 +68,51 @@ def filter_records(
 
 
 def cite_scope(
-    kb: KnowledgeBase, ids: Iterable[str] = (), *, category: str | None = None, everything: bool = False
-) -> list[MethodRecord | SurveyRecord]:
-    """What ``vlmeft cite`` cites: named records (ids or aliases), a category's members,
-    or the whole knowledge base with the survey first."""
+    kb: KnowledgeBase, ids: Iterable[str] = (), *, category: str | None = None, everything: bool = False,
+    with_entry: bool = False,
+) -> list[Any]:
+    """What ``vlmeft cite`` cites: named records (ids or aliases), taxonomy nodes (a node id
+    cites the node's knowledge-base entry followed by the survey it comes from), a category's
+    members, or the whole knowledge base with the survey first. ``with_entry`` adds, after each
+    record, the knowledge base's own entry for it."""
+    from vlmeft.kb import cite
+
     ids = list(ids)
     if sum(bool(x) for x in (ids, category, everything)) != 1:
-        raise VlmeftError("cite takes record ids, or --category, or --all (exactly one of them)")
+        raise VlmeftError("cite takes record or category ids, or --category, or --all (exactly one of them)")
     if everything:
-        return [kb.survey, *kb.methods.values()]
+        records: list[Any] = list(kb.methods.values())
+        head: list[Any] = [kb.survey] + ([cite.kb_entry(kb)] if with_entry else [])
+        return head + _with_entries(kb, records, with_entry)
     if category:
         members = kb.members(category)
         if not members:
             raise VlmeftError(f"category '{category}' has no records")
-        return list(members)
-    out: list[MethodRecord | SurveyRecord] = []
+        return _with_entries(kb, list(members), with_entry)
+    out: list[Any] = []
     for name in ids:
         if name == kb.survey.id:
-            out.append(kb.survey)
+            item: Any = kb.survey
+        elif name in kb.categories and kb.resolve(name) is None:
+            for item in (cite.node_entry(kb, name), kb.survey):
+                if item not in out:
+                    out.append(item)
             continue
-        record = kb.get(name)
-        if record not in out:
-            out.append(record)
+        else:
+            item = kb.get(name)
+        if item not in out:
+            out.append(item)
+    return _with_entries(kb, out, with_entry)
+
+
+def _with_entries(kb: KnowledgeBase, items: list[Any], with_entry: bool) -> list[Any]:
+    if not with_entry:
+        return items
+    from vlmeft.kb import cite
+
+    out: list[Any] = []
+    for item in items:
+        out.append(item)
+        if isinstance(item, MethodRecord):
+            out.append(cite.record_entry(kb, item))
     return out

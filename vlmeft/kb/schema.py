@@ -212,14 +212,24 @@ class Parameters(Strict):
 
 
 class Result(Strict):
-    """One reported result and where it was read."""
+    """One reported result and where it was read.
+
+    ``metric``, ``dataset``, ``protocol`` and ``backbone`` are ids from the knowledge base's
+    vocabulary (``taxonomy/vocab.yaml``) when it has one; the loader checks them there.
+    """
 
     metric: Line
     value: Number
     dataset: Line
     protocol: Line | None = None
+    shots: Annotated[StrictInt, Field(ge=0, le=100_000)] | None = None  # labelled images per class
     backbone: Line | None = None
+    setting: Line | None = None  # which configuration of the method, when a source reports several
     source: Source
+    locator: Line | None = None  # where in the source: "Table 1", "README, base-to-novel table", "exp.log"
+    # The value is kept as the source prints it although it disagrees with the source's other numbers
+    # (e.g. an HM that is not the harmonic mean of the base and novel averages): why.
+    discrepancy: Para | None = None
     note: Para | None = None
 
 
@@ -238,6 +248,65 @@ class Implementation(Strict):
 
 
 _UNVERIFIED_RX = re.compile(r"^([a-z_]+)(?:\[([0-9]+)\])?(?:\.[a-z_]+)?$")
+
+# Where a fact was checked. Each kind says what the URL must be (vlmeft.kb.rules checks it):
+SourceKind = Literal[
+    "arxiv",                # the arXiv abstract or HTML page of the record's arXiv id
+    "proceedings",          # the venue's own page: CVF open access, NeurIPS/ICML/ACL/AAAI proceedings, OpenReview
+    "publisher",            # the publisher's page or the DOI resolver (journals)
+    "index",                # a bibliographic index that copies the publisher's metadata (DOAJ, dblp, Crossref)
+    "official-bibtex",      # the BibTeX in the authors' own repository
+    "official-readme",      # what the authors' own repository states (venue, paper link, results)
+    "official-repository",  # the authors' repository itself (for the code link)
+    "project-page",         # the authors' project page
+]
+FactName = Literal["title", "authors", "venue", "year", "arxiv", "doi", "url", "code", "aliases"]
+_COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _commit(value: str) -> str:
+    if not _COMMIT_RX.fullmatch(value):
+        raise ValueError(f"{value!r} is not a full 40-character git commit id")
+    return value
+
+
+Commit = Annotated[StrictStr, AfterValidator(_commit)]
+
+
+class SourceRef(Strict):
+    """One primary source and the facts of the record that were checked against it."""
+
+    url: HttpsUrl
+    kind: SourceKind
+    facts: Annotated[list[FactName], Field(min_length=1, max_length=20)]
+    commit: Commit | None = None  # the repository commit whose README was read
+    note: Para | None = None
+
+
+class Sources(Strict):
+    """How the record knows what it says: per kind of fact, the sources checked.
+
+    Each result names its own source (``results[i].source``)."""
+
+    bibliographic: Annotated[list[SourceRef], Field(min_length=1, max_length=20)]
+    code: Annotated[list[SourceRef], Field(max_length=20)] = []
+
+
+class ClassificationNote(Strict):
+    """A public taxonomy files the method elsewhere: where, who says so, and why we differ."""
+
+    alternative: CategoryId  # a category id (any level), or "baseline" (no category)
+    # Who files it there: categories.yaml reference ids or record ids (a method's own authors). Empty only
+    # when the note explains why a sibling variant (variant_of) is filed in the alternative category.
+    held_by: Annotated[list[Id], Field(max_length=20)] = []
+    reason: Para
+
+
+class Unverified(Strict):
+    """A fact that could not be checked against a primary source, and why."""
+
+    field: Annotated[StrictStr, Field(max_length=80)]
+    reason: Para
 
 
 class MethodRecord(Strict):
@@ -265,7 +334,12 @@ class MethodRecord(Strict):
     results: Annotated[list[Result], Field(max_length=MAX_LIST)] = []
     implementation: Implementation | None = None
     aliases: Annotated[list[Annotated[Line, Field(max_length=100)]], Field(max_length=MAX_LIST)] = []
-    unverified: Annotated[list[StrictStr], Field(max_length=MAX_LIST)] = []
+    variant_of: Id | None = None  # a record this one varies or extends (same paper or same code base)
+    classification_notes: Annotated[list[ClassificationNote], Field(max_length=20)] = []
+    sources: Sources | None = None
+    # Facts not checked against a primary source. A bare field name is the old form; the
+    # knowledge-base rules (vlmeft validate) require {field, reason}.
+    unverified: Annotated[list[StrictStr | Unverified], Field(max_length=MAX_LIST)] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> MethodRecord:
@@ -293,7 +367,10 @@ class MethodRecord(Strict):
             raise ValueError(
                 f"field 'implementation.id': category-reference for {self.category} must be '{reference}', not '{impl.id}'"
             )
-        for entry in self.unverified:
+        if self.variant_of == self.id:
+            raise ValueError("field 'variant_of': a record cannot be a variant of itself")
+        for item in self.unverified:
+            entry = item.field if isinstance(item, Unverified) else item
             m = _UNVERIFIED_RX.fullmatch(entry)
             if not m or m.group(1) not in MethodRecord.model_fields:
                 raise ValueError(f"field 'unverified': {entry!r} does not name a field of the record (e.g. authors, \"results[0]\")")
@@ -307,6 +384,11 @@ class MethodRecord(Strict):
     def name(self) -> str:
         """Display name: the first alias (usually the acronym), else the id."""
         return self.aliases[0] if self.aliases else self.id
+
+    @property
+    def unverified_fields(self) -> list[str]:
+        """The field names ``unverified`` lists, in either form."""
+        return [u.field if isinstance(u, Unverified) else u for u in self.unverified]
 
 
 # ---------------------------------------------------------------------------------------
@@ -527,6 +609,117 @@ class TopicsFile(Strict):
 
 
 # ---------------------------------------------------------------------------------------
+# Results vocabulary (taxonomy/vocab.yaml)
+# ---------------------------------------------------------------------------------------
+
+VOCAB_ID_PATTERN = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
+VocabId = Annotated[_pattern_type(VOCAB_ID_PATTERN, "a vocabulary id", "oxford_pets"), Field(max_length=64)]
+
+
+class VocabMetric(Strict):
+    id: VocabId
+    name: Line
+    unit: Literal["percent", "points"]
+    description: Para
+
+
+class VocabProtocol(Strict):
+    id: VocabId
+    name: Line
+    shots: Literal["required", "forbidden", "optional"]
+    description: Para
+
+
+class VocabDataset(Strict):
+    id: VocabId
+    name: Line
+    group: Id
+    members: list[VocabId] = []  # an aggregate's datasets (empty: not in the vocabulary)
+
+
+class VocabBackbone(Strict):
+    id: VocabId
+    name: Line
+    open_clip: Line | None = None  # the open_clip model name, where there is one
+
+
+class VocabFile(Strict):
+    metrics: Annotated[list[VocabMetric], Field(min_length=1)]
+    protocols: Annotated[list[VocabProtocol], Field(min_length=1)]
+    datasets: Annotated[list[VocabDataset], Field(min_length=1)]
+    backbones: Annotated[list[VocabBackbone], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> VocabFile:
+        for kind in ("metrics", "protocols", "datasets", "backbones"):
+            ids = [e.id for e in getattr(self, kind)]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"{kind}: duplicate id(s) {', '.join(dupes)}")
+        known = {d.id for d in self.datasets}
+        for d in self.datasets:
+            unknown = [m for m in d.members if m not in known]
+            if unknown:
+                raise ValueError(f"dataset {d.id}: unknown member(s) {', '.join(unknown)}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+# The knowledge base's own release (taxonomy/kb.yaml) and changelog (taxonomy/changelog.yaml)
+# ---------------------------------------------------------------------------------------
+
+VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+Version = _pattern_type(VERSION_PATTERN, "a version (N.N.N)", "2026.12.1")
+
+
+class KbMeta(Strict):
+    """The knowledge base as a citable work: its name, release and where it lives."""
+
+    title: Line
+    short_title: Line
+    version: Version
+    released: datetime.date
+    url: HttpsUrl | None = None  # the stable URL of the released site; None until it is published
+    authors: Annotated[list[Line], Field(min_length=1)]
+    description: Para
+
+
+ChangeField = Literal[
+    "record", "category", "secondary_categories", "title", "authors", "venue", "venue_type", "year", "arxiv",
+    "doi", "url", "code", "aliases", "summary", "parameters", "results", "implementation", "variant_of",
+    "classification_notes", "sources", "unverified", "modalities", "tasks",
+]
+
+
+class Change(Strict):
+    record: Id
+    fields: Annotated[list[ChangeField], Field(min_length=1)]
+    what: Para
+    source: HttpsUrl | None = None
+
+
+class Release(Strict):
+    version: Version
+    date: datetime.date
+    summary: Para
+    changes: list[Change] = []
+
+
+class ChangelogFile(Strict):
+    releases: Annotated[list[Release], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChangelogFile:
+        versions = [r.version for r in self.releases]
+        if len(set(versions)) != len(versions):
+            raise ValueError("releases: a version is listed twice")
+        dates = [r.date for r in self.releases]
+        if dates != sorted(dates, reverse=True):
+            raise ValueError("releases: list the newest release first")
+        return self
+
+
+# ---------------------------------------------------------------------------------------
 # JSON Schema export
 # ---------------------------------------------------------------------------------------
 
@@ -537,6 +730,9 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "tasks": TasksFile,
     "paradigms": ParadigmsFile,
     "topics": TopicsFile,
+    "vocab": VocabFile,
+    "kb": KbMeta,
+    "changelog": ChangelogFile,
 }
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmeft.sitegen import kb_pages, leaderboard_pages
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import GEN, PATHS, Context, method_path, node_path
 from vlmeft.sitegen.method_pages import method_page, method_tags, methods_index
@@ -98,6 +99,10 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     for topic_id, topic in topics(ctx.kb).items():
         f[topic_path(topic_id)] = topic_page(ctx, topic_id, topic)
         topic_nav.append(topic_path(topic_id))
+    kb_nav, kb_files = kb_pages.nav_and_files(ctx)  # coverage, changelog, citations
+    lb_nav, lb_files = leaderboard_pages.nav_and_files(ctx)  # the literature leaderboard
+    f.update(kb_files)
+    f.update(lb_files)
     site.tags = sorted(tags)
 
     nav: list[Any] = []
@@ -113,6 +118,8 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
         nav.append({"Embedded default": BACKBONE})
     performance = [PERFORMANCE] if PERFORMANCE in hand_written else []
     nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"], *performance]})
+    nav.extend(lb_nav)
+    nav.extend(kb_nav)
     nav.extend(topic_nav)
     contributing = [CONTRIBUTING] if CONTRIBUTING in hand_written else []
     nav.append({"Contributing": [*contributing, PATHS["schema"]]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vlmeft.sitegen import kb_pages
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import PATHS, Context, method_path
 from vlmeft.sitegen.model import display_name, first_attr
@@ -81,7 +82,7 @@ def record_table(ctx: Context, src: str, rec: Any) -> str:
         rows.append(("Aliases", ", ".join(md.text(a) for a in aliases)))
     unverified = first_attr(rec, "unverified", default=[]) or []
     rows.append(("Not yet checked against a primary source",
-                 ", ".join(md.code(u) for u in unverified) if unverified else "nothing"))
+                 ", ".join(md.code(getattr(u, "field", u)) for u in unverified) if unverified else "nothing"))
     return md.table(["field", "value"], [list(r) for r in rows]) + "\n"
 
 
@@ -134,6 +135,7 @@ def method_page(ctx: Context, rec: Any) -> str:
         record_table(ctx, src, rec),
         "## Reported results {#reported-results}\n\n",
         results_table(rec),
+        kb_pages.method_extras(ctx, rec),
         "## Cite {#cite}\n\n",
         cite_tabs(ctx, [rec]),
         "## Implementation {#implementation}\n\n",
