@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_site_browser import CHROMIUM, FLAGS, TIMEOUT_MS, Watched
+from tests.browser.conftest import CHROMIUM
+from tests.browser.test_site_browser import TIMEOUT_MS, Watched
 from vlmeft import robustness
 from vlmeft.sitegen.build import build_site, serving
 
@@ -49,14 +50,6 @@ def hostile_site(tmp_path_factory) -> Path:
 def url(hostile_site: Path) -> Iterator[str]:
     with serving(hostile_site) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
