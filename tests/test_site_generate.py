@@ -245,7 +245,7 @@ def test_conformance_cells_are_kept_per_backbone(kb, site) -> None:
     assert "vx-pass" in coop_first.split("|")[2] and "vx-fail" in coop_second.split("|")[2]  # trains column
     assert "ResNet image tower" not in first and "ResNet image tower" in second
     # Summary counts per backbone, and the failures name their backbone.
-    assert "| `vlmeft-tiny-rn` | random init | 3 | 1 | 1 |" in page
+    assert "| `vlmeft-tiny-rn` | 3 | 1 | 1 | random init |" in page
     assert "`vlmeft-tiny-rn`: rn\\-only failure" in page
 
 

@@ -25,11 +25,14 @@ TIMEOUT_MS = 20_000
 class Watched:
     """A page plus what it did that it must not: leave 127.0.0.1, throw, log errors."""
 
-    def __init__(self, context: object, site_url: str) -> None:
+    def __init__(self, context: object, site_url: str, *, block: bool = True) -> None:
+        """``block=False`` only records requests that leave 127.0.0.1 (routing every request
+        through Python costs about a quarter of a page load; tests that visit every page use it)."""
         self.outside: list[str] = []
         self.errors: list[str] = []
         self.site_url = site_url
-        context.route("**/*", self._guard)
+        if block:
+            context.route("**/*", self._guard)
         context.on("request", self._seen)  # also catches requests that bypass routing (workers)
         self.page = context.new_page()
         self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))

@@ -16,6 +16,7 @@ with real clicks and keystrokes. Each checker is first shown to catch a bad page
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -60,22 +61,32 @@ LOOK = r"""(root) => {
   // Emoji, dingbats, miscellaneous symbols and technical signs, geometric shapes, enclosed
   // alphanumerics, the emoji variation selector: glyphs ordinary text fonts do not carry.
   const SYMBOL = /[\u2300-\u23FF\u2460-\u24FF\u25A0-\u25FF\u2600-\u27BF\u2B00-\u2BFF\uFE0F]|[\u{1F000}-\u{1FAFF}]/u;
-  const raw = [], glyphs = [];
-  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const SYMBOLS = new RegExp(SYMBOL.source, "gu");
+  const glyphs = (root.textContent.match(SYMBOLS) || []).slice(0, 10);  // code included: fonts draw code too
+  const raw = [], styled = [];
+  // One walk over elements and text outside code (code subtrees are skipped whole: the
+  // highlighter writes thousands of spans, and code may show "<b>" on purpose).
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT,
+    {acceptNode: n => n.nodeType === 1 && CODE.has(n.tagName) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-    const text = node.textContent;
-    if (SYMBOL.test(text)) glyphs.push(text.trim().slice(0, 60));
-    let inCode = false;
-    for (let e = node.parentElement; e && e !== root; e = e.parentElement) {
-      if (CODE.has(e.tagName)) { inCode = true; break; }
+    if (node.nodeType === 3) {
+      if (TAG.test(node.textContent)) raw.push(node.textContent.trim().slice(0, 80));
+    } else {
+      styled.push(node);
     }
-    if (!inCode && TAG.test(text)) raw.push(text.trim().slice(0, 80));
   }
-  for (const el of root.querySelectorAll("*")) {
-    if (el.closest("pre, code")) continue;  // highlighted code: thousands of spans, no icons
+  // Generated content (::before/::after): icons must not be font glyphs either. Checked once per
+  // kind of element (tag and class, and its parent's): CSS gives content by selector, and a
+  // method page has thousands of alike cells and links.
+  const kinds = new Set();
+  for (const el of styled) {
+    const parent = el.parentElement;
+    const kind = el.tagName + "." + el.className + "<" + (parent ? parent.tagName + "." + parent.className : "");
+    if (kinds.has(kind)) continue;
+    kinds.add(kind);
     for (const pseudo of ["::before", "::after"]) {
       const content = getComputedStyle(el, pseudo).content;
-      if (content && content !== "none" && content !== "normal" && SYMBOL.test(content)) glyphs.push(pseudo + " " + content);
+      if (content !== "none" && content !== "normal" && SYMBOL.test(content)) glyphs.push(pseudo + " " + content);
     }
   }
   // Every status icon is the site's own CSS mask (an inline SVG), drawn at a visible size.
@@ -89,8 +100,8 @@ LOOK = r"""(root) => {
 }"""
 
 
-def look(page: object) -> dict:
-    return page.evaluate(LOOK, page.query_selector("main") or page.query_selector("body"))
+def look(page: object, where: str = "main") -> dict:
+    return page.evaluate(LOOK, page.query_selector(where) or page.query_selector("body"))
 
 
 def markdown_pages(docs: Path) -> list[str]:
@@ -101,10 +112,14 @@ def markdown_pages(docs: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def person(browser: object, shipped_url: str) -> Iterator[Watched]:
+def person(browser: object, shipped_build: tuple[Path, Path], shipped_url: str) -> Iterator[Watched]:
     """One desktop page, reused for every page visit (a new context per page costs seconds)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    w = Watched(context, shipped_url)
+    w = Watched(context, shipped_url, block=False)
+    # Material's search worker indexes the whole site on every page load (a quarter of the CPU
+    # of this test); searching is tested in test_site_browser.py, so here it gets an empty index.
+    index = json.loads((shipped_build[1] / "search" / "search_index.json").read_text(encoding="utf-8"))
+    context.route("**/search/search_index.json", lambda route: route.fulfill(json={**index, "docs": []}))
     yield w
     context.close()
 
@@ -158,8 +173,9 @@ def test_every_page_reads_cleanly(person: Watched, shipped_build: tuple[Path, Pa
         if md_path == "index.md":  # the home page's tables come from the generated partial
             problems += md.table_problems((docs / "generated" / ".home-overview.partial").read_text(encoding="utf-8"))
         person.page.goto(f"{shipped_url}/{url_of(md_path)}")
-        person.page.wait_for_load_state("load")
-        seen = look(person.page)
+        # The navigation (every page's title) is the same on each page: read it whole once, on
+        # the home page, and only the article elsewhere.
+        seen = look(person.page, "main" if md_path == "index.md" else "article")
         icons += seen["icons"]
         found = {k: v for k, v in {"tables": problems, "raw tags": seen["raw"], "symbol glyphs": seen["glyphs"],
                                    "icons not drawn by the site": seen["badIcons"]}.items() if v}

@@ -10,19 +10,10 @@ from vlmeft.sitegen import bench_summary, plots
 from vlmeft.sitegen.context import GEN, NOT_MEASURED, PATHS, Context, method_path, rel
 from vlmeft.sitegen.model import display_name
 from vlmeft.sitegen.sections import (AGGREGATION_NOTE, PROTOCOL_TITLES, STATUS_WORD, aggregate, backbone_label,
-                                      by_backbone, fmt, protocol_table, protocols, split_backbones, status_badge,
-                                      status_counts)
+                                      SIGNATURE_PREFIX, by_backbone, check_label, fmt, protocol_table, protocols,
+                                      split_backbones, status_badge, status_counts)
 
 IMG = f"{GEN}/img"
-
-
-SIGNATURE_PREFIX = "signature."
-
-
-def _check_header(check: str) -> str:
-    """A column header: the check's name without its ``signature.`` prefix, words spaced."""
-    name = check[len(SIGNATURE_PREFIX):] if check.startswith(SIGNATURE_PREFIX) else check
-    return f'<span title="{md.attr(check)}">{md.text(name.replace("_", " "))}</span>'
 
 
 def _matrix(ctx: Context, src: str, backbone: str, checks: list[str]) -> str:
@@ -39,7 +30,7 @@ def _matrix(ctx: Context, src: str, backbone: str, checks: list[str]) -> str:
             cell = index.get((method, check, backbone))
             row.append(" " if cell is None else status_badge(cell["status"], cell["reason"], compact=True))
         body.append(row)
-    return md.table(["method", *(_check_header(c) for c in checks)], body)
+    return md.table(["method", *(check_label(c) for c in checks)], body)
 
 
 def conformance_page(ctx: Context) -> str:
@@ -60,9 +51,9 @@ def conformance_page(ctx: Context) -> str:
     rows = []
     for backbone in conf.backbones:
         counts = conf.counts(backbone)
-        rows.append([md.code(backbone or "unnamed"), md.text(conf.backbone_notes.get(backbone, "")),
-                     *(str(counts[s]) for s in STATUS_WORD)])
-    parts.append(md.table(["backbone", "weights", *(status_badge(s) for s in STATUS_WORD)], rows) + "\n")
+        rows.append([md.code(backbone or "unnamed"), *(str(counts[s]) for s in STATUS_WORD),
+                     md.text(conf.backbone_notes.get(backbone, ""))])
+    parts.append(md.table(["backbone", *(status_badge(s) for s in STATUS_WORD), "weights"], rows) + "\n")
     checks = conf.checks
     groups = [("Signature checks", "what the category's behavioural signature requires",
                [c for c in checks if c.startswith(SIGNATURE_PREFIX)]),
