@@ -55,7 +55,8 @@ def test_every_leaf_has_three_members(kb):
 def test_tree_command_counts(kb, capsys):
     assert main(["tree"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    labels = {line.split()[0]: line.rsplit("(", 1)[1].rstrip(")") for line in lines[1:] if not line.startswith("uncategorised")}
+    labels = {line.split()[0]: line.rsplit("(", 1)[1].rstrip(")") for line in lines[1:]
+              if not line.startswith("uncategorised")}
     shown = {k: int(v.split()[0]) for k, v in labels.items()}  # the primary count leads the label
     assert len([k for k in shown if k.count(".") == 1 and k.startswith("prompt.")]) == 3
     assert len([k for k in shown if k.count(".") == 2]) == 7

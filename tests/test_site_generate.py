@@ -269,7 +269,8 @@ def test_a_malformed_generated_table_stops_the_build() -> None:
 def test_attr_and_text_keep_pipes_inside_their_cell() -> None:
     assert md.attr('a|b "c"') == "a&#124;b &quot;c&quot;"
     row = md.table(["a", "b"], [[md.text("x | y"), f'<span title="{md.attr("p|q")}">z</span>']])
-    assert md.table_problems(row) == [] and md.table_cells(row.splitlines()[2]) == [" x \\| y ", ' <span title="p&#124;q">z</span> ']
+    assert md.table_problems(row) == []
+    assert md.table_cells(row.splitlines()[2]) == [" x \\| y ", ' <span title="p&#124;q">z</span> ']
 
 
 # --- benchmark page and home overview -------------------------------------------------
@@ -281,7 +282,8 @@ def test_benchmark_page_opens_with_plots_then_pivots_then_full_rows(site) -> Non
     # method x shots: means only, best at the largest shot count first; links to the method's measurements
     assert "| method | 1 shot | 4 shots | 16 shots |" in page
     assert "| [CoOp](methods/coop.md#measured) | 43.0 | 57.0 | 70.0 |" in page
-    assert page.index("[CoOp](methods/coop.md#measured) | 43.0") < page.index("[Linear probe](methods/linear-probe.md#measured) | 40.0")
+    coop, probe = "[CoOp](methods/coop.md#measured) | 43.0", "[Linear probe](methods/linear-probe.md#measured) | 40.0"
+    assert page.index(coop) < page.index(probe)
     # method x protocol: one headline number per (protocol, task)
     assert "| method | digits 16\\-shot | shapes\\-b2n HM |" in page
     # full rows fold away, each block with the anchor the pivots link to
@@ -299,8 +301,8 @@ def test_home_overview_columns(kb, site) -> None:
             for line in home.splitlines() if line.startswith("| [")}
     coop = rows["[CoOp](generated/methods/coop.md)"]
     # category, towers, params at ViT-B/16, training-free, code, accuracy here (digits, 16 shots), reported HM
-    assert coop[1:] == ["text", "8,192", "no", "own, simplified", "70.0",
-                        '<a href="https://github.com/muzairkhattak/multimodal-prompt-learning" rel="noopener">71\\.66</a>']
+    source = "https://github.com/muzairkhattak/multimodal-prompt-learning"
+    assert coop[1:] == ["text", "8,192", "no", "own, simplified", "70.0", f'<a href="{source}" rel="noopener">71\\.66</a>']
     assert coop[0] == "[Learnable text prompt](generated/taxonomy/prompt.textual.learnable.md)"
     probe = rows["[Linear probe](generated/methods/linear-probe.md)"]
     # no count in the record: training-free judged by the benchmark's measured parameters

@@ -17,7 +17,8 @@ from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import Context, method_path, rel
 from vlmeft.sitegen.model import display_name
 
-ZERO_SHOT_NOTE = "`*`: measured without training images (zero-shot or training-free); the value does not depend on shots."
+ZERO_SHOT_NOTE = ("`*`: measured without training images (zero-shot or training-free); "
+                  "the value does not depend on shots.")
 
 
 def mean_cell(stat: report.Stat | None, *, star: bool = False) -> str:

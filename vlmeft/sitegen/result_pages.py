@@ -131,7 +131,8 @@ def benchmark_page(ctx: Context) -> tuple[str, dict[str, bytes]]:
         for protocol in protocols(aggs):
             title = PROTOCOL_TITLES.get(protocol) or md.text(protocol or "no protocol")
             n = sum(a["protocol"] == protocol for a in aggs)
-            body = (f"Every (method, task, shots) setting, mean ± std over seeds.\n{{: #{_full_anchor(protocol, tag)} }}\n\n"
+            anchor = _full_anchor(protocol, tag)  # attr_list on the paragraph: the pivots link here
+            body = (f"Every (method, task, shots) setting, mean ± std over seeds.\n{{: #{anchor} }}\n\n"
                     + protocol_table(ctx, src, aggs, protocol, with_method=True))
             full_parts.append(md.details("note", f"{title}: all {n} rows", body))
     if plot_parts:
