@@ -229,39 +229,45 @@ def stability_table(g: Groups) -> str:
     return _table(["method", "settings", "mean std (points)", "max std (points)"], body)
 
 
+Column = tuple[str, str, str, int, str]  # header, task, protocol, shots, metric
+
+
+def headline_columns(g: Groups) -> list[Column]:
+    """The headline number of each protocol and task measured: few-shot accuracy, base/novel/HM
+    and cross-domain source/shifted at the largest shot count, retrieval R@1, grounding accuracy.
+    The site's method x protocol summary shows the same columns."""
+    columns: list[Column] = []
+    for task in g.tasks("few-shot"):
+        top = (g.shots(task, "few-shot") or [0])[-1]
+        columns.append((f"{task} {top}-shot", task, "few-shot", top, "accuracy"))
+    for task in g.tasks("base-to-novel"):
+        top = (g.shots(task, "base-to-novel") or [0])[-1]
+        columns += [(f"{task} {label}", task, "base-to-novel", top, metric)
+                    for label, metric in (("base", "base"), ("novel", "novel"), ("HM", "hm"))]
+    for task in g.tasks("cross-domain"):
+        top = (g.shots(task, "cross-domain") or [0])[-1]
+        columns += [(f"{task} source", task, "cross-domain", top, "accuracy"),
+                    (f"{task} shifted", task, "cross-domain", top, "shifted_mean")]
+    for task in g.tasks("retrieval"):
+        columns.append((f"{task} R@1 (both ways)", task, "retrieval", 0, "r1"))
+    for task in g.tasks("grounding"):
+        columns.append((f"{task} grounding", task, "grounding", 0, "accuracy"))
+    return columns
+
+
 def headline_table(rows: Sequence[dict[str, Any]]) -> str:
     """One row per method: its headline number under each protocol and task measured
     (rows of one backbone and weights; see :func:`backbones`)."""
     if len(backbones(rows)) > 1:
         raise VlmeftError("these rows mix backbones or weights; split them with backbones() first")
     g = Groups(rows)
-    columns: list[tuple[str, Any]] = []  # (header, method -> cell)
-
-    def col(header: str, task: str, protocol: str, shots: int, metric: str) -> None:
-        columns.append((header, lambda m: pct(g.stat(m, task, protocol, shots, metric),
-                                               star=g.zero_shot_only(m, task, protocol))))
-
-    for task in g.tasks("few-shot"):
-        top = (g.shots(task, "few-shot") or [0])[-1]
-        col(f"{task} {top}-shot", task, "few-shot", top, "accuracy")
-    for task in g.tasks("base-to-novel"):
-        top = (g.shots(task, "base-to-novel") or [0])[-1]
-        col(f"{task} base", task, "base-to-novel", top, "base")
-        col(f"{task} novel", task, "base-to-novel", top, "novel")
-        col(f"{task} HM", task, "base-to-novel", top, "hm")
-    for task in g.tasks("cross-domain"):
-        top = (g.shots(task, "cross-domain") or [0])[-1]
-        col(f"{task} source", task, "cross-domain", top, "accuracy")
-        col(f"{task} shifted", task, "cross-domain", top, "shifted_mean")
-    for task in g.tasks("retrieval"):
-        col(f"{task} R@1 (both ways)", task, "retrieval", 0, "r1")
-    for task in g.tasks("grounding"):
-        col(f"{task} grounding", task, "grounding", 0, "accuracy")
+    columns = headline_columns(g)
     methods = sorted({k[0] for k in g.groups})
     cost_task = (g.tasks("few-shot") or [None])[0]
     body = []
     for m in methods:
-        cells = [fn(m) for _, fn in columns]
+        cells = [pct(g.stat(m, task, protocol, shots, metric), star=g.zero_shot_only(m, task, protocol))
+                 for _, task, protocol, shots, metric in columns]
         params = "–"
         if cost_task is not None:
             top = (g.shots(cost_task, "few-shot") or [0])[-1]
@@ -269,7 +275,7 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
             if members:
                 params = f"{int(members[0].get('trainable_params') or 0):,}"
         body.append([m, *cells, params])
-    return _table(["method", *(h for h, _ in columns), "trainable params"], body)
+    return _table(["method", *(c[0] for c in columns), "trainable params"], body)
 
 
 def backbones(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

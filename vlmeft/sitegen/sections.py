@@ -10,7 +10,32 @@ from vlmeft.sitegen.context import NOT_MEASURED, RUN_COMMAND, Context
 from vlmeft.sitegen.model import implementation
 from vlmeft.sitegen.results import METRICS
 
-STATUS_LABEL = {"pass": "✅ pass", "fail": "❌ fail", "na": "➖ n/a"}
+STATUS_WORD = {"pass": "pass", "fail": "fail", "na": "n/a"}
+
+
+def status_badge(status: str, reason: str = "", *, compact: bool = False) -> str:
+    """A conformance status as raw HTML: an icon drawn by the site's own CSS (an inline SVG
+    mask in ``assets/css/extra.css``, so no emoji font is needed) and the status word,
+    visually hidden when ``compact``. The reason is the tooltip."""
+    cls = f"vx-status vx-{status}" + (" vx-compact" if compact else "")
+    title = f' title="{md.attr(reason)}"' if reason else ""
+    return f'<span class="{cls}"{title}><span class="vx-word">{STATUS_WORD[status]}</span></span>'
+
+
+SIGNATURE_PREFIX = "signature."
+
+
+def check_label(check: str) -> str:
+    """A conformance check as words ("text depends on image"), its id (``signature.text_depends_on_image``)
+    as tooltip: ids in code font break mid-word in narrow columns."""
+    name = check[len(SIGNATURE_PREFIX):] if check.startswith(SIGNATURE_PREFIX) else check
+    return f'<span title="{md.attr(check)}">{md.text(name.replace("_", " "))}</span>'
+
+
+def status_counts(counts: dict[str, int]) -> str:
+    """``pass: 3 · fail: 0 · n/a: 1`` with the status icons."""
+    return " · ".join(f"{status_badge(s)}: {n}" for s, n in counts.items())
+
 
 FIDELITY = {
     "faithful": "follows the paper's method and defaults",
@@ -53,14 +78,23 @@ def implementation_section(ctx: Context, impl_id: str | None, *, collapsed: bool
 
 
 def conformance_section(ctx: Context, method_id: str | None) -> str:
-    """The method's row of the conformance matrix."""
+    """The method's rows of the conformance matrix: a tab per backbone when there are several."""
     conf = ctx.conformance
     cells = conf.for_method(method_id) if method_id else []
     if not conf.measured or not cells:
         return NOT_MEASURED + "\n\n"
-    rows = [[md.code(c["check"]), STATUS_LABEL[c["status"]], md.text(c["reason"])] for c in cells]
-    head = f"On backbone {md.code(conf.backbone)}.\n\n" if conf.backbone else ""
-    return head + md.table(["check", "status", "reason"], rows) + "\n"
+    backbones = [b for b in conf.backbones if any(c["backbone"] == b for c in cells)]
+    out = []
+    for backbone in backbones:
+        mine = [c for c in cells if c["backbone"] == backbone]
+        rows = [[check_label(c["check"]), status_badge(c["status"]), md.text(c["reason"])] for c in mine]
+        body = status_counts({s: sum(c["status"] == s for c in mine) for s in STATUS_WORD}) + "\n\n"
+        body += md.table(["check", "status", "reason"], rows)
+        if len(backbones) > 1:
+            out.append(md.tab(backbone, body))
+        else:
+            out.append((f"On backbone {md.code(backbone)}.\n\n" if backbone else "") + body + "\n")
+    return "".join(out)
 
 
 # Section titles and column labels of the benchmark tables, by protocol and metric.
