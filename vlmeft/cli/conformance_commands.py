@@ -20,7 +20,8 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table", help="output format (default table)")
     p.add_argument("--backbone", action="append", metavar="NAME",
                    help="backbone to run on (repeatable; default: synthclip-tiny, vlmeft-tiny-vit, vlmeft-tiny-rn)")
-    p.add_argument("--method", action="append", metavar="ID", help="only this record (repeatable)")
+    p.add_argument("--method", action="append", metavar="ID",
+                   help="only this record or registered method (repeatable); ID:VARIANT for one declared variant")
     p.add_argument("--write", metavar="DIR", help="also write DIR/conformance.json and DIR/conformance.md")
     p.add_argument("--kb", metavar="DIR", help="taxonomy folder to read (default: the shipped one)")
     p.set_defaults(func=run)
@@ -30,19 +31,23 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vlmeft.conformance import report
-    from vlmeft.conformance.matrix import DEFAULT_BACKBONES, run_matrix, shared_records
+    from vlmeft.conformance.matrix import DEFAULT_BACKBONES, run_matrix, shared_records, variants
     from vlmeft.kb.load import load_kb
 
     kb = load_kb(args.kb)
     backbones = tuple(dict.fromkeys(args.backbone)) if args.backbone else DEFAULT_BACKBONES
+    methods = list(dict.fromkeys(args.method)) if args.method else None
     torch.manual_seed(0)
-    cells, notes = run_matrix(kb, backbones, args.method)
+    cells, notes = run_matrix(kb, backbones, methods)
     shared = shared_records(kb)
+    doc = report.to_json(cells, notes, shared, variants(kb, methods),
+                         fingerprint=report.fingerprint(kb, backbones, methods),
+                         selection={"backbones": list(backbones), "methods": methods})
     if args.write:
-        for path in report.write(args.write, cells, notes, shared):
+        for path in report.write(args.write, cells, notes, shared, doc):
             print(f"wrote {path}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(report.to_json(cells, notes, shared), indent=1, ensure_ascii=False))
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
     elif args.format == "markdown":
         print(report.to_markdown(cells, notes, shared))
     else:
