@@ -37,19 +37,23 @@ def _fixed_direction(backbone, dim: int, seed: int) -> Tensor:
     return F.normalize(torch.randn(dim, generator=g), dim=0).to(backbone.device, backbone.dtype)
 
 
-# ------------------------------------------------------------ signature keys
-class TrainsHandcrafted(ZSCLIP):
-    """A "hand-crafted" prompt that trains a logit temperature (the leaf trains nothing)."""
-
-    name = "mutant-trains"
-    training_free = False
+class _TrainedGain:
+    """Mixin: one trainable scalar gain on the logits (on both the live and the cached path)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.temperature = nn.Parameter(torch.ones((), device=self.device))
+        self.gain = nn.Parameter(torch.ones((), device=self.device))
 
     def logits_from_features(self, image_features: Tensor) -> Tensor:
-        return super().logits_from_features(image_features) * self.temperature
+        return super().logits_from_features(image_features) * self.gain
+
+
+# ------------------------------------------------------------ signature keys
+class TrainsHandcrafted(_TrainedGain, ZSCLIP):
+    """A "hand-crafted" prompt that trains a logit gain (the leaf trains nothing)."""
+
+    name = "mutant-trains"
+    training_free = False
 
 
 class DeadContext(CoOp):
@@ -205,30 +209,16 @@ class WritesBuffer(CoOp):
         return super().forward(images)
 
 
-class TrainingFreeLie(TipAdapter):
+class TrainingFreeLie(_TrainedGain, TipAdapter):
     """Tip-Adapter (declared training-free) with a trainable gain on its logits."""
 
     name = "mutant-training-free-lie"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.gain = nn.Parameter(torch.ones((), device=self.device))
 
-    def logits_from_features(self, image_features: Tensor) -> Tensor:
-        return super().logits_from_features(image_features) * self.gain
-
-
-class ExtraParameterCoOp(CoOp):
-    """CoOp with one more trainable scalar than its record states (a logit bias)."""
+class ExtraParameterCoOp(_TrainedGain, CoOp):
+    """CoOp with one more trainable scalar (a logit gain) than its record states."""
 
     name = "mutant-param-count"
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.bias = nn.Parameter(torch.zeros((), device=self.device))
-
-    def logits_from_features(self, image_features: Tensor) -> Tensor:
-        return super().logits_from_features(image_features) + self.bias
 
 
 class InfiniteLogit(ZSCLIP):

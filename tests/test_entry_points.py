@@ -83,8 +83,15 @@ def test_installed_example_is_listed_and_passes_conformance(installed, tmp_path)
 @pytest.fixture
 def entry_points(monkeypatch):
     """Replace the installed entry points of the group with the given ones."""
+    import importlib.metadata
+
+    real = importlib.metadata.entry_points
+
     def install(*eps: EntryPoint) -> None:
-        monkeypatch.setattr("importlib.metadata.entry_points", lambda group=None: list(eps))
+        def fake(**selection):
+            return list(eps) if selection.get("group") == registry.ENTRY_POINT_GROUP else real(**selection)
+
+        monkeypatch.setattr("importlib.metadata.entry_points", fake)
         registry.refresh()
 
     yield install

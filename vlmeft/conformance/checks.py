@@ -235,6 +235,15 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a[finite] - b[finite]).abs().max().item() if finite.any() else 0.0
 
 
+def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> tuple[bool, float]:
+    """Whether two same-shaped outputs agree within ``rel`` of the largest finite magnitude
+    (at least 1), and their largest difference."""
+    diff = _max_diff(a, b)
+    finite = a[torch.isfinite(a)]
+    scale = max(1.0, finite.abs().max().item() if finite.numel() else 1.0)
+    return diff <= rel * scale, diff
+
+
 def batch_size_invariant(ctx: CheckContext) -> Result:
     sub = ctx.subject
     method = _trained(ctx)
@@ -242,10 +251,8 @@ def batch_size_invariant(ctx: CheckContext) -> Result:
     single = sub.outputs(method, batch=1)
     if whole.shape != single.shape:
         return "fail", f"output shape depends on the batch size ({tuple(whole.shape)} vs {tuple(single.shape)})"
-    diff = _max_diff(whole, single)
-    finite = whole[torch.isfinite(whole)]
-    scale = max(1.0, finite.abs().max().item() if finite.numel() else 1.0)
-    if diff > 1e-5 * scale:
+    same, diff = _close(whole, single)
+    if not same:
         return "fail", f"outputs change with the batch size (max |diff| {diff:.3g})"
     return "pass", f"batch {len(whole) if not sub.grounding else len(sub.data.raw)} vs 1: max |diff| {diff:.2g}"
 
@@ -268,10 +275,8 @@ def frozen_image_path(ctx: CheckContext) -> Result:
     if live.shape != cached.shape:
         return "fail", f"frozen_image_path declared, but cached-feature logits are shaped {tuple(cached.shape)}, " \
                        f"live {tuple(live.shape)}"
-    diff = _max_diff(live, cached)
-    finite = live[torch.isfinite(live)]
-    scale = max(1.0, finite.abs().max().item() if finite.numel() else 1.0)
-    if diff > 1e-5 * scale:
+    same, diff = _close(live, cached)
+    if not same:
         return "fail", f"frozen_image_path declared, but cached-feature logits differ from live ones (max |diff| {diff:.3g})"
     return "pass", f"cached frozen features give the live logits (max |diff| {diff:.2g})"
 
