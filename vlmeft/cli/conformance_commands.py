@@ -24,6 +24,9 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                    help="only this record or registered method (repeatable); ID:VARIANT for one declared variant")
     p.add_argument("--write", metavar="DIR", help="also write DIR/conformance.json and DIR/conformance.md")
     p.add_argument("--kb", metavar="DIR", help="taxonomy folder to read (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads (default 1: the probes run many tiny models, where threads cost more "
+                        "than they give, most of all on a busy machine)")
     p.set_defaults(func=run)
 
 
@@ -34,11 +37,20 @@ def run(args: argparse.Namespace) -> int:
     from vlmeft.conformance.matrix import DEFAULT_BACKBONES, run_matrix, shared_records, variants
     from vlmeft.kb.load import load_kb
 
+    if args.threads < 1:
+        from vlmeft.errors import VlmeftError
+
+        raise VlmeftError(f"must be at least 1, got {args.threads}", where="--threads")
     kb = load_kb(args.kb)
     backbones = tuple(dict.fromkeys(args.backbone)) if args.backbone else DEFAULT_BACKBONES
     methods = list(dict.fromkeys(args.method)) if args.method else None
     torch.manual_seed(0)
-    cells, notes = run_matrix(kb, backbones, methods)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        cells, notes = run_matrix(kb, backbones, methods)
+    finally:
+        torch.set_num_threads(threads)
     shared = shared_records(kb)
     doc = report.to_json(cells, notes, shared, variants(kb, methods),
                          fingerprint=report.fingerprint(kb, backbones, methods),
