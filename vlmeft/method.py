@@ -179,6 +179,10 @@ class Method(nn.Module):
     # Text features depend on the image (CoCoOp's conditional context): never cached.
     image_conditioned_text: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    # Configs that switch the mechanism (``--set`` strings by variant name, e.g.
+    # ``{"shallow": {"deep": "false"}}``): the conformance matrix probes each as its own row.
+    # Read from the class's own body only: a subclass's Config may lack the fields.
+    conformance_variants: ClassVar[dict[str, dict[str, str]]] = {}
 
     def __init__(
         self,

@@ -73,6 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
 
@@ -99,6 +100,7 @@ class Config(MethodConfig):
             raise VlmeftError("few_shot=true trains linear layers: set epochs > 0", where="--set")
 
 
+@registry.register(reference_for="adapter.crossmodal")
 class CALIP(Method):
     """Parameter-free two-way attention between patch tokens and class text features."""
 
@@ -108,6 +110,7 @@ class CALIP(Method):
     requires_vision_tokens = True
     training_free = True  # per instance: False when config.few_shot (CALIP-FS)
     frozen_image_path = False
+    conformance_variants = {"fs": {"few_shot": "true", "epochs": "1"}}  # CALIP-FS
 
     def __init__(self, backbone, classnames, templates, config: Config | None = None) -> None:
         super().__init__(backbone, classnames, templates, config)

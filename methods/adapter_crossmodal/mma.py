@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.adapters_common import ReencodedTextMixin, scale_grad, transformer_blocks
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
@@ -108,6 +109,7 @@ def _linear(d_in: int, d_out: int) -> nn.Linear:
     return layer
 
 
+@registry.register
 class MMA(ReencodedTextMixin, Method):
     """Per-tower down/up projections around a middle layer shared by both towers."""
 

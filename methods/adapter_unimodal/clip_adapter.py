@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
 
@@ -66,6 +67,7 @@ class Config(MethodConfig):
             raise VlmeftError(f"ratio must lie in [0, 1], got {self.ratio}", where="--set")
 
 
+@registry.register(reference_for="adapter.unimodal")
 class CLIPAdapter(Method):
     """Bottleneck MLP with a residual blend on the frozen image feature."""
 

@@ -58,6 +58,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.adapters_common import ReencodedTextMixin, parameter_names, transformer_blocks
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
@@ -92,6 +93,7 @@ class Config(MethodConfig):
             raise VlmeftError(f"targets must be distinct letters from 'qkv', got {self.targets!r}", where="--set")
 
 
+@registry.register
 class CLIPLoRA(ReencodedTextMixin, Method):
     """Low-rank updates of the fused q/k/v projections in both encoders."""
 

@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
 
@@ -112,6 +113,7 @@ def _grid(top: float, steps: int) -> Tensor:
     return torch.arange(steps, dtype=torch.float64) * (top - 0.1) / steps + 0.1
 
 
+@registry.register
 class TipAdapter(Method):
     """Training-free key-value cache over the few-shot training features."""
 
@@ -222,6 +224,7 @@ class TipAdapter(Method):
         self.build_class_state()
 
 
+@registry.register
 class TipAdapterF(TipAdapter):
     """Tip-Adapter with the cache keys fine-tuned (a linear layer ``E -> NK``)."""
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
 
@@ -52,6 +53,7 @@ class Config(MethodConfig):
             raise VlmeftError(f"C must be positive, got {self.C}", where="--set C")
 
 
+@registry.register
 class LinearProbe(Method):
     """``logits = W f + b`` on frozen normalised image features ``f``."""
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.method import Method, MethodConfig
 from vlmeft.prompting import TextPromptLearner, deep_prompt_hook, prompt_stack, resolve_depth
@@ -59,6 +60,7 @@ class Config(MethodConfig):
     depth: int = 9  # layers J carrying coupled prompts (clipped to the shorter tower)
 
 
+@registry.register(reference_for="prompt.multimodal.coupled")
 class MaPLe(Method):
     """Deep text prompts; vision prompts are per-layer linear maps of them."""
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
@@ -61,6 +62,7 @@ class Config(MethodConfig):
             raise VlmeftError(f"n_ctx_vision must be at least 1, got {self.n_ctx_vision}", where="--set")
 
 
+@registry.register(reference_for="prompt.multimodal.decoupled")
 class IVLP(Method):
     """Deep prompts in both towers, learned independently."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlmeft import registry
 from vlmeft.method import Method, MethodConfig
 
 
@@ -29,6 +30,7 @@ class Config(MethodConfig):
     epochs: int = 0
 
 
+@registry.register(reference_for="prompt.textual.handcrafted")
 class ZSCLIP(Method):
     """Logits = ``logit_scale * image_feature @ ensemble_text_weights.T``.
 

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.method import MethodConfig
 from vlmeft.methods.prompt_textual_learnable.coop import CoOp
@@ -72,6 +73,7 @@ class Config(MethodConfig):
     meta_reduction: int = 16  # Meta-Net hidden width = embed_dim // meta_reduction
 
 
+@registry.register
 class CoCoOp(CoOp):
     """Image-conditional text context: the Meta-Net shifts the context per image. The
     prompt learner, class state and probe hooks are CoOp's (with unified context)."""

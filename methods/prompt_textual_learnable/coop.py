@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.method import Method, MethodConfig
 from vlmeft.prompting import TextPromptLearner
@@ -51,6 +52,7 @@ class Config(MethodConfig):
     csc: bool = False  # class-specific context (one context per class)
 
 
+@registry.register(reference_for="prompt.textual.learnable")
 class CoOp(Method):
     """Learnable text context, class token at the end; frozen image path."""
 
@@ -59,6 +61,7 @@ class CoOp(Method):
     Config = Config
     requires_vision_tokens = False
     frozen_image_path = True
+    conformance_variants = {"csc": {"csc": "true"}}
 
     def __init__(
         self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], config: Config | None = None

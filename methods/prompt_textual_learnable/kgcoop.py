@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from vlmeft import registry
 from vlmeft.errors import VlmeftError
 
 from .coop import Config as CoOpConfig
@@ -55,6 +56,7 @@ class Config(CoOpConfig):
             raise VlmeftError(f"kg_weight must be non-negative, got {self.kg_weight}", where="--set")
 
 
+@registry.register
 class KgCoOp(CoOp):
     """CoOp plus lambda * mean_c ||w_c - w_c^clip||^2 in the loss."""
 

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.data.types import GroundingSample
 from vlmeft.errors import VlmeftError
@@ -112,6 +113,7 @@ def _unit_images(images: Any) -> list[Tensor]:
     return list(images.float())
 
 
+@registry.register(reference_for="prompt.visual.annotation")
 class RedCircle(Method):
     """Zero-shot grounding: mark each candidate box with a red ellipse, score marked images."""
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
@@ -126,6 +127,7 @@ class PaddingPrompt(nn.Module):
         return images + self.frame().to(images.dtype)
 
 
+@registry.register(reference_for="prompt.visual.pixel")
 class VisualPrompt(Method):
     """VP: a learned padding prompt added to every image; frozen zero-shot text side."""
 

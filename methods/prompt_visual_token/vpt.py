@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
@@ -66,6 +67,7 @@ class Config(MethodConfig):
             raise VlmeftError(f"n_tokens must be at least 1, got {self.n_tokens}", where="--set")
 
 
+@registry.register(reference_for="prompt.visual.token")
 class VPT(Method):
     """Learnable vision tokens; text features are the cached frozen zero-shot weights."""
 
@@ -74,6 +76,7 @@ class VPT(Method):
     Config = Config
     requires_vision_tokens = True
     frozen_image_path = False
+    conformance_variants = {"shallow": {"deep": "false"}}
 
     def __init__(
         self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], config: Config | None = None

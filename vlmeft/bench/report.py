@@ -13,6 +13,7 @@ shot column of a table, marked ``*``, since their value does not depend on shots
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -295,14 +296,57 @@ def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
                    for (name, weights), part in parts.items())
 
 
+def headline_section(rows: Sequence[dict[str, Any]]) -> str:
+    """How to read the headline table, then the table (README and ``--report``)."""
+    seeds = sorted({int(r["seed"]) for r in rows})
+    return (f"Mean ± std over seeds ({', '.join(map(str, seeds))}), percentages; `*` = zero-shot "
+            "(no training images, one deterministic run). Few-shot and cross-domain at the largest "
+            "shot count measured.\n\n" + headline_table(rows))
+
+
+def run_size(rows: Sequence[dict[str, Any]]) -> str:
+    """How big a run was: cells, and the summed training time with its largest share."""
+    seconds: dict[str, float] = defaultdict(float)
+    for r in rows:
+        seconds[r["method"]] += float(r.get("train_seconds") or 0.0)
+    total = sum(seconds.values())
+    top = max(seconds, key=lambda m: (seconds[m], m)) if seconds else None
+    share = f", {seconds[top] / total:.0%} of it {top}'s" if top and total else ""
+    return f"{len(rows)} cells; their training took {total / 60:.0f} min in all{share}"
+
+
+def digits_table(rows: Sequence[dict[str, Any]], seeds: Sequence[int] = (1, 2, 3)) -> str:
+    """``results/digits-4shot.json`` as a table: every method (and variant) against zero-shot
+    CLIP per seed, then a one-line summary of who beats it (README, benchmarks/digits_4shot.py)."""
+    by: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by.setdefault(r.get("variant", r["method"]), {})[r["seed"]] = r["accuracy"]
+    zs = statistics.fmean(r["zero_shot_accuracy"] for r in rows)
+    lines = [f"Zero-shot CLIP: {100 * zs:.1f}%. Test accuracy (%), digits, 4 shots per class.", "",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | seed 1 above zero-shot |",
+             "|---|" + "---|" * (len(seeds) + 2)]
+    gains: dict[str, float] = {}
+    first = seeds[0]
+    for label, accs in by.items():
+        a = [accs[s] for s in seeds if s in accs]
+        beats = "–" if label == "zsclip" else ("yes" if accs.get(first, 0) > zs else "**no**")
+        cells = " | ".join(f"{100 * accs[s]:.1f}" if s in accs else "–" for s in seeds)
+        lines.append(f"| {label} | {cells} | {100 * statistics.fmean(a):.1f} ± {100 * statistics.pstdev(a):.1f} "
+                     f"| {beats} |")
+        if label != "zsclip":
+            gains[label] = statistics.fmean(a) - zs
+    above = sum(by[m].get(first, 0) > zs for m in gains)
+    lines += ["", f"Above zero-shot at seed {first}: {above} of {len(gains)}; on the mean over seeds: "
+                  f"{sum(g > 0 for g in gains.values())} of {len(gains)}."]
+    if gains:
+        low = min(gains, key=lambda m: (gains[m], m))
+        lines[-1] += f" Smallest mean gain: {low} ({100 * gains[low]:+.1f} points)."
+    return "\n".join(lines)
+
+
 def _report_one(rows: Sequence[dict[str, Any]]) -> str:
     g = Groups(rows)
-    seeds = sorted({int(r["seed"]) for r in rows})
-    out = ["## Headline\n\n",
-           f"Mean ± std over seeds ({', '.join(map(str, seeds))}), percentages; `*` = zero-shot "
-           "(no training images, one deterministic run). Few-shot and cross-domain at the largest "
-           "shot count measured.\n\n",
-           headline_table(rows), "\n"]
+    out = ["## Headline\n\n", headline_section(rows), "\n"]
     for task in g.tasks("few-shot"):
         out += [f"## Few-shot accuracy: {task}\n\n", few_shot_table(g, task), "\n"]
     for task in g.tasks("base-to-novel"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from vlmeft.errors import VlmeftError
@@ -89,6 +90,31 @@ def _emit_json(payload: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------- run
+def resolve_record(name: str) -> tuple[str, dict[str, str] | None]:
+    """The implementation that runs for id ``name``: a registered id runs itself; a
+    knowledge-base record runs the implementation it links to. Returns the registry id
+    and, when another implementation stands in, what stands in and why (None otherwise)."""
+    from vlmeft import registry
+
+    if registry.is_registered(name):
+        return name, None
+    from vlmeft.kb.load import load_kb
+
+    rec = load_kb().methods.get(name)
+    if rec is None:
+        registry.get(name)  # unknown everywhere: the registry's error, with its suggestions
+    impl = rec.implementation
+    if impl is None:
+        raise VlmeftError(f"'{name}' is a {rec.paradigm} record with no implementation to run")
+    if impl.fidelity == "category-reference":
+        why = (f"{name} has no implementation of its own; running its category's reference, "
+               f"{impl.id} ({rec.category})")
+    else:
+        why = f"{name} runs the implementation {impl.id} (fidelity {impl.fidelity})"
+    return impl.id, {"record": name, "implementation": impl.id, "category": rec.category or "baseline",
+                     "fidelity": impl.fidelity, "note": why}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """One benchmark cell, measured by the benchmark's own code and printed for a person."""
     from vlmeft import registry
@@ -97,7 +123,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vlmeft.bench.plan import Cell
     from vlmeft.engine import checkpoint
 
-    cls = registry.get(args.method)  # unknown ids raise with a suggestion
+    args.method, args.stand_in = resolve_record(args.method)  # unknown ids raise with a suggestion
+    if args.stand_in:
+        print(args.stand_in["note"], flush=True)
+    cls = registry.get(args.method)
     if args.protocol is None:  # a grounding-only method has one protocol
         args.protocol = "grounding" if "classification" not in cls.tasks and "grounding" in cls.tasks else "few-shot"
     overrides = _parse_sets(args.set)
@@ -139,6 +168,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "selected": report.selected,
         "feature_cache": report.used_feature_cache,
     }
+    if args.stand_in:
+        result["stand_in"] = args.stand_in
     lines = [f"{args.method} on {args.task}: {args.shots} shots, seed {args.seed}, backbone {backbone.name}, "
              f"protocol {args.protocol}"]
     if args.protocol == "base-to-novel":
@@ -198,6 +229,8 @@ def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     result: dict[str, Any] = {"method": args.method, "task": args.task, "seed": args.seed, "backbone": backbone.name,
                               "pretrained": backbone.pretrained, "protocol": args.protocol,
                               "trainable_params": method.num_trainable(), **metrics}
+    if args.stand_in:
+        result["stand_in"] = args.stand_in
     lines = [f"{args.method} on {args.task}: protocol {args.protocol}, backbone {backbone.name} (nothing trained)"]
     if args.protocol == "grounding":
         n = len(get_task(args.task).grounding)
@@ -287,33 +320,41 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- methods
+FLAGS = ("training_free", "frozen_image_path", "requires_vision_tokens")
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
+    """Every registered id, built-in or installed through the ``vlmeft.methods`` entry
+    points. Each is imported: one that does not import is listed as broken (exit 1)."""
     from vlmeft import registry
 
     rows = []
     for name in registry.names():
+        entry = registry.entry(name)
         try:
             cls = registry.get(name)
-            rows.append((name, cls.category, "implemented", cls))
-        except (ImportError, AttributeError):
-            rows.append((name, "-", "missing", None))
+        except Exception as err:  # noqa: BLE001 (reported per method, and the exit status says so)
+            rows.append((name, entry.category or "-", entry.origin, f"broken: {type(err).__name__}: {err}", []))
+            continue
+        rows.append((name, cls.category, entry.origin, "ok", sorted(f for f in FLAGS if getattr(cls, f))))
+    problems = registry.problems()
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     if args.json:
-        _emit_json({n: {"category": c, "status": s,
-                        "flags": sorted(f for f in ("training_free", "frozen_image_path", "requires_vision_tokens")
-                                        if k is not None and getattr(k, f))}
-                    for n, c, s, k in rows})
-        return 0
-    width = max(len(r[0]) for r in rows)
-    for name, category, status, _ in rows:
-        print(f"{name:<{width}}  {category:<28}  {status}")
-    return 0
+        _emit_json({n: {"category": c, "origin": o, "status": s, "flags": f} for n, c, o, s, f in rows})
+    else:
+        width = max(len(r[0]) for r in rows)
+        for name, category, origin, status, _ in rows:
+            print(f"{name:<{width}}  {category:<28}  {origin}" + ("" if status == "ok" else f"  {status}"))
+    return 1 if problems or any(r[3] != "ok" for r in rows) else 0
 
 
 # ---------------------------------------------------------------- register
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     run = sub.add_parser("run", help="train a method on a few-shot task and evaluate it against zero-shot CLIP "
                                         "(or run retrieval / grounding on a scene task)")
-    run.add_argument("method", help="registry id, e.g. coop (see `vlmeft methods`)")
+    run.add_argument("method", help="registry id, e.g. coop (see `vlmeft methods`), or any record id (a record "
+                                    "without code of its own runs its category's reference)")
     run.add_argument("--task", required=True, help="task name (digits, shapes, ...) or imagefolder:PATH")
     run.add_argument("--shots", type=int, default=16, help="training images per class (default 16)")
     run.add_argument("--seed", type=int, default=1, help="few-shot sampling and training seed (default 1)")

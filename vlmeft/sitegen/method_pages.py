@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vlmeft import facts
 from vlmeft.sitegen import kb_pages
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import PATHS, Context, method_path
@@ -165,6 +166,8 @@ def methods_index(ctx: Context) -> str:
             ctx.node_link(src, rec.category),
             md.text(first_attr(impl, "fidelity", default="–") if impl is not None else "–"),
         ])
+    counts = facts.counts(ctx.kb)  # the README states the same counts from the same functions
     return ("# Methods\n\n"
-            f"All {len(body)} entries of the knowledge base. Click a column header to sort.\n\n"
+            f"All {facts.records_phrase(counts)} of the knowledge base ({facts.code_phrase(counts)}). "
+            "Click a column header to sort.\n\n"
             + md.table(["method", "title", "year", "venue", "category", "implementation"], body))
