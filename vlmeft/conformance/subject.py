@@ -97,12 +97,14 @@ class Subject:
 
     def build(self, seed: int = 0, classnames: Sequence[str] = BASE_CLASSES, *, fit: bool = True,
               backbone: Backbone | None = None) -> Method:
-        """A fresh instance with the paper's default config; cache-based methods get their
-        cache from frozen features of the seeded cache images."""
+        """A fresh instance with the backbone's default recipe (:mod:`vlmeft.recipes`);
+        cache-based methods get their cache from frozen features of the seeded cache images."""
+        from vlmeft.recipes import config_for, default_recipe
+
         backbone = backbone or self.backbone
         torch.manual_seed(seed)
         names = [] if self.grounding else list(classnames)
-        method = self.cls(backbone, names, TEMPLATES, self.cls.Config())
+        method = self.cls(backbone, names, TEMPLATES, config_for(self.cls, default_recipe(backbone)))
         method.eval()
         if fit and not self.grounding:
             with torch.no_grad():
