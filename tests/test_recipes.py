@@ -366,7 +366,7 @@ def test_run_prints_and_returns_the_recipe_and_saves_it_in_the_checkpoint(capsys
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert (result["recipe"], result["select"]) == ("paper", "last")  # a random-init tiny backbone: paper
-    assert "recipe paper (the backbone's default" in out.splitlines()[0]
+    assert out.splitlines()[0].endswith("recipe paper (the default on vlmeft-tiny-vit)")
     assert json.loads((ckpt / "config.json").read_text())["recipe"] == "paper"
 
     code, out, err = _run(capsys, "eval", "coop", "--checkpoint", str(ckpt), "--task", "shapes", "--json")
@@ -434,3 +434,16 @@ def test_bench_rows_carry_the_recipe_and_only_a_non_embedded_recipe_renames_the_
     assert {r["recipe"] for r in embedded_rows} == {"embedded"}
     assert [r["best_epoch"] for r in embedded_rows if r["method"] == "coop"] == [None]  # --select last
     assert json.loads(embedded_file.read_text())["config"]["overrides"]["*"] == {"select": "last"}
+
+
+def test_the_report_never_averages_the_two_recipes():
+    from vlmeft.bench.report import report_markdown
+
+    def row(seed, accuracy, **extra):
+        return {"schema": 1, "method": "coop", "task": "digits", "protocol": "few-shot", "shots": 4, "seed": seed,
+                "backbone": "b", "backbone_weights": "w", "train_seconds": 0.0, "trainable_params": 0,
+                "accuracy": accuracy, **extra}
+
+    text = report_markdown([row(1, 0.5), row(2, 0.7, recipe="embedded"), row(1, 0.9, recipe="paper")])
+    assert "# Backbone b (weights w)" in text and "# Backbone b (weights w (paper recipe))" in text
+    assert "| coop | 60.0 ± 10.0 |" in text and "| coop | 90.0 |" in text  # old rows count as embedded

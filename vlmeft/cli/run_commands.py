@@ -93,8 +93,8 @@ def _method_overrides(args: argparse.Namespace) -> dict[str, str]:
     return overrides
 
 
-def _recipe_line(recipe: str, chosen: bool) -> str:
-    return f"recipe {recipe}" + ("" if chosen else " (the backbone's default; --recipe paper|embedded)")
+def _recipe_line(recipe: str, chosen: bool, backbone: str) -> str:
+    return f"recipe {recipe}" + ("" if chosen else f" (the default on {backbone})")
 
 
 def _pct(x: float | None) -> str:
@@ -160,7 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "feature_cache": report.used_feature_cache,
     }
     lines = [f"{args.method} on {args.task}: {args.shots} shots, seed {args.seed}, backbone {backbone.name}, "
-             f"protocol {args.protocol}, {_recipe_line(runner.recipe, args.recipe is not None)}"]
+             f"protocol {args.protocol}, {_recipe_line(runner.recipe, args.recipe is not None, backbone.name)}"]
     if args.protocol == "base-to-novel":
         m = metrics
         result.update(accuracy=m["hm"], zero_shot_accuracy=m["zero_shot_hm"], base_accuracy=m["base"],

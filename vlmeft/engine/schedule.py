@@ -76,12 +76,14 @@ def plan(labels, config) -> tuple[int, int]:  # noqa: ANN001
     ``steps_per_shot > 0`` fixes the number of steps (``steps_per_shot x shots``) and runs
     as many epochs as that takes, the last one cut short. Otherwise ``epochs`` full
     epochs, raised so that training takes at least ``min_steps`` steps (the schedule
-    stretches over the extra epochs)."""
+    stretches over the extra epochs); ``epochs = 0`` trains nothing."""
     n = len(labels)
     per_epoch = steps_per_epoch(n, config.batch_size)
     budget = int(getattr(config, "steps_per_shot", 0)) * shots_of(labels)
     if budget > 0:
         return math.ceil(budget / per_epoch), budget
+    if config.epochs <= 0:
+        return 0, 0
     need = math.ceil(getattr(config, "min_steps", 0) / per_epoch)
     epochs = max(config.epochs, need)
     return epochs, epochs * per_epoch
