@@ -72,7 +72,8 @@ def recipes_section(impl_id: str | None) -> str:
     else:
         cited = md.ext_link(source.url, source.label) + (f" ({md.text(source.note)})" if source.note else "")
     precision = f" (official precision {md.code(source.precision)})" if source and source.precision else ""
-    out = [f"## Recipes {{#recipes}}\n\n`--recipe paper` follows {cited}{precision}; `--recipe embedded`, the "
+    out = [f"## Recipes {{#recipes}}\n\n{md.code(impl_id)} trains under two recipes. `--recipe paper` follows "
+           f"{cited}{precision}; `--recipe embedded`, the "
            "default on `synthclip-tiny`, keeps the calibrations chosen on val for that backbone (the evidence "
            "is in the module docstring).\n\n"]
     rows = recipe_table(cls.Config, () if cls.training_free else CORE_FIELDS)
