@@ -416,16 +416,22 @@ def build(
     overrides: Mapping[str, object] | None = None,
     *,
     seed: int | None = None,
+    recipe: str | None = None,
 ) -> Method:
-    """Build method ``name`` with its config defaults plus ``overrides`` (``--set``).
+    """Build method ``name`` under ``recipe`` (``paper`` or ``embedded``; None: the
+    backbone's default, see :mod:`vlmeft.recipes`) plus ``overrides`` (``--set``).
     With ``seed``, parameter initialisation draws from a local seeded RNG."""
     import torch
 
+    from vlmeft.recipes import config_for, default_recipe
+
     cls = get(name)
-    config = cls.Config().apply_overrides(dict(overrides or {}))
-    if seed is None:
-        return cls(backbone, classnames, templates, config)
+    recipe = recipe or default_recipe(backbone)
+    config = config_for(cls, recipe, overrides)
     devices = [backbone.device] if backbone.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return cls(backbone, classnames, templates, config)
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        method = cls(backbone, classnames, templates, config)
+    method.recipe = recipe
+    return method

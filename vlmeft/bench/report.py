@@ -280,10 +280,16 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def backbones(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Rows split by (backbone, weights): results of different weights are never averaged."""
+    """Rows split by (backbone, weights): results of different weights are never averaged,
+    nor those of different recipes: a row of a recipe other than the embedded one (rows
+    from before the recipes existed were measured with it) has the recipe named after its
+    weights."""
     out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        out[(str(row["backbone"]), str(row.get("backbone_weights", "")))].append(row)
+        weights = str(row.get("backbone_weights", ""))
+        if row.get("recipe") not in (None, "embedded"):
+            weights += f" ({row['recipe']} recipe)"
+        out[(str(row["backbone"]), weights)].append(row)
     return dict(sorted(out.items()))
 
 

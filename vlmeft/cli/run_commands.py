@@ -2,7 +2,9 @@
 
 `run` follows the protocol of :mod:`vlmeft.data.protocol`: K shots per class for
 training, ``min(K, 4)`` for validation (selection only), the full test split for the
-reported number, next to zero-shot CLIP (``zsclip``) on the same test split.
+reported number, next to zero-shot CLIP (``zsclip``) on the same test split. It trains
+under a recipe (:mod:`vlmeft.recipes`): ``--recipe paper`` (the official repository's)
+or ``embedded`` (synthclip-tiny's calibrations), by default the backbone's.
 """
 
 from __future__ import annotations
@@ -81,6 +83,21 @@ def load_task(name: str):  # noqa: ANN201
     return task
 
 
+def _method_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """``--set`` plus ``--select`` (which is ``--set select=...``; the two must agree)."""
+    overrides = _parse_sets(args.set)
+    select = getattr(args, "select", None)
+    if select is not None:
+        if overrides.get("select", select) != select:
+            raise VlmeftError(f"--select {select} contradicts --set select={overrides['select']}", where="--select")
+        overrides["select"] = select
+    return overrides
+
+
+def _recipe_line(recipe: str, chosen: bool, backbone: str) -> str:
+    return f"recipe {recipe}" + ("" if chosen else f" (the default on {backbone})")
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
@@ -129,7 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cls = registry.get(args.method)
     if args.protocol is None:  # a grounding-only method has one protocol
         args.protocol = "grounding" if "classification" not in cls.tasks and "grounding" in cls.tasks else "few-shot"
-    overrides = _parse_sets(args.set)
+    overrides = _method_overrides(args)
     cls.Config().apply_overrides(overrides)  # reject bad --set before any work
     if args.protocol in SCENE_PROTOCOLS:
         return _run_scene(args, overrides)
@@ -147,6 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         task_loader=lambda name: task,
         progress=not args.no_progress,
         on_trained=(lambda method: checkpoint.save(method, args.save)) if args.save else None,
+        recipe=args.recipe,
     )
     cell = Cell(args.method, args.task, args.protocol, args.shots, args.seed, backbone.name, backbone.weights_id)
     metrics, method, report = runner.measure(cell)
@@ -159,6 +177,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "backbone": backbone.name,
         "pretrained": backbone.pretrained,
         "protocol": args.protocol,
+        "recipe": runner.recipe,
+        "select": method.config.select,
         "trainable_params": method.num_trainable(),
         "train_seconds": round(report.train_seconds, 3),
         "epochs": report.epochs,
@@ -171,7 +191,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.stand_in:
         result["stand_in"] = args.stand_in
     lines = [f"{args.method} on {args.task}: {args.shots} shots, seed {args.seed}, backbone {backbone.name}, "
-             f"protocol {args.protocol}"]
+             f"protocol {args.protocol}, {_recipe_line(runner.recipe, args.recipe is not None, backbone.name)}"]
     if args.protocol == "base-to-novel":
         m = metrics
         result.update(accuracy=m["hm"], zero_shot_accuracy=m["zero_shot_hm"], base_accuracy=m["base"],
@@ -190,8 +210,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 lines.append(f"  {dom}: zero-shot {_pct(zs_domains[dom])}  adapted {_pct(domains[dom])}")
             result.update(domain_accuracy=domains, zero_shot_domain_accuracy=zs_domains,
                           shifted_mean=metrics["shifted_mean"])
-    lines.append(f"trainable parameters: {result['trainable_params']:,}; train time {report.train_seconds:.1f} s"
-                 + (f"; best val epoch {report.best_epoch}" if report.best_epoch else ""))
+    kept = f"; best val epoch {report.best_epoch}" if report.best_epoch else ("; last epoch kept" if report.steps else "")
+    lines.append(f"trainable parameters: {result['trainable_params']:,}; train time {report.train_seconds:.1f} s{kept}")
     if args.save:
         lines.append(f"saved checkpoint to {args.save}")
     print("\n".join(lines))
@@ -223,11 +243,12 @@ def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         why = f" ({caps.reason})" if caps.reason else ""
         raise VlmeftError(f"method '{args.method}' does not do {args.protocol} here{why}; methods that do: "
                           f"{', '.join(able)}")
-    runner = CellRunner(backbone, lambda name: overrides if name == args.method else {}, progress=not args.no_progress)
+    runner = CellRunner(backbone, lambda name: overrides if name == args.method else {}, progress=not args.no_progress,
+                        recipe=args.recipe)
     cell = Cell(args.method, args.task, args.protocol, 0, args.seed, backbone.name, backbone.weights_id)
     metrics, method, _ = runner.measure(cell)
     result: dict[str, Any] = {"method": args.method, "task": args.task, "seed": args.seed, "backbone": backbone.name,
-                              "pretrained": backbone.pretrained, "protocol": args.protocol,
+                              "pretrained": backbone.pretrained, "protocol": args.protocol, "recipe": runner.recipe,
                               "trainable_params": method.num_trainable(), **metrics}
     if args.stand_in:
         result["stand_in"] = args.stand_in
@@ -258,9 +279,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     _method_class(args.method)
     meta = checkpoint.read_config(args.checkpoint)
+    where = f"{args.checkpoint}/{checkpoint.CONFIG_FILE}"
     if meta["method"] != args.method:
-        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'",
-                          where=f"{args.checkpoint}/{checkpoint.CONFIG_FILE}")
+        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'", where=where)
+    # A checkpoint's tensors were trained under one recipe: --recipe states what the
+    # caller expects, and a checkpoint of the other recipe is refused.
+    recipe = meta.get("recipe")
+    if args.recipe is not None and recipe is not None and args.recipe != recipe:
+        raise VlmeftError(f"this checkpoint was trained with the {recipe} recipe, not {args.recipe}", where=where)
     task = load_task(args.task)
     if args.subset != "all":
         base, novel = protocol.base_novel(task)
@@ -276,10 +302,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                           f"{', '.join(sorted(task.shifted)) or 'none'}", where="--domain")
     acc = evaluate(method, split)
     print(f"{args.method} from {args.checkpoint} on {task.name} ({len(task.classnames)} classes, "
-          f"{len(split)} images): accuracy {_pct(acc)}")
+          f"{len(split)} images): accuracy {_pct(acc)}; recipe {recipe or 'not recorded'}")
     if args.json:
         _emit_json({"method": args.method, "task": args.task, "subset": args.subset, "domain": args.domain,
-                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "accuracy": acc})
+                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "recipe": recipe, "accuracy": acc})
     return 0
 
 
@@ -351,6 +377,8 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- register
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
+    from vlmeft.recipes import RECIPES
+
     run = sub.add_parser("run", help="train a method on a few-shot task and evaluate it against zero-shot CLIP "
                                         "(or run retrieval / grounding on a scene task)")
     run.add_argument("method", help="registry id, e.g. coop (see `vlmeft methods`), or any record id (a record "
@@ -362,6 +390,11 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     run.add_argument("--pretrained", default="default", help="weights: default, none, an open_clip tag or a file path")
     run.add_argument("--save", metavar="DIR", help="write the trained adapter checkpoint here")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    run.add_argument("--recipe", choices=RECIPES, default=None,
+                     help="training recipe: paper (the official repository's) or embedded (synthclip-tiny's "
+                          "calibrations); default: embedded on synthclip-tiny, paper on any other backbone")
+    run.add_argument("--select", choices=("last", "val"), default=None,
+                     help="keep the last epoch (the papers') or the best on val (default: the recipe's)")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="few-shot (default), base-to-novel or cross-domain on a classification task; retrieval "
                           "or grounding on a scene task (default for grounding-only methods)")
@@ -377,6 +410,8 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     ev.add_argument("--domain", default=None, help="a shifted test domain of the task instead of its test split")
     ev.add_argument("--backbone", default=None, help="default: the checkpoint's backbone")
     ev.add_argument("--pretrained", default=None, help="default: the checkpoint's weights")
+    ev.add_argument("--recipe", choices=RECIPES, default=None,
+                    help="the recipe the checkpoint must have been trained with (refused otherwise)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_eval)
 

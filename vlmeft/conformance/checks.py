@@ -124,7 +124,7 @@ def _param_count(ctx: CheckContext, stated: int) -> Result:
                       "the record's count is for its own dataset")
     bb = ctx.count_backbone()
     torch.manual_seed(0)
-    method = sub.cls(bb, [] if sub.grounding else BASE_CLASSES, TEMPLATES, sub.config())
+    method = sub.cls(bb, [] if sub.grounding else BASE_CLASSES, TEMPLATES, sub.config(bb))
     if not sub.grounding:
         g = torch.Generator().manual_seed(0)
         feats = F.normalize(torch.randn(8, bb.embed_dim, generator=g), dim=-1).to(bb.device, bb.dtype)

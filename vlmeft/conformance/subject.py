@@ -106,9 +106,12 @@ class Subject:
         """The matrix row: the id, or ``id:variant``."""
         return f"{self.method_id}:{self.variant}" if self.variant else self.method_id
 
-    def config(self) -> MethodConfig:
-        """A fresh config: the class defaults plus the variant's settings."""
-        return self.cls.Config().apply_overrides(self.overrides)
+    def config(self, backbone: Backbone | None = None) -> MethodConfig:
+        """A fresh config: the backbone's default recipe (:mod:`vlmeft.recipes`) plus the
+        variant's settings."""
+        from vlmeft.recipes import config_for, default_recipe
+
+        return config_for(self.cls, default_recipe(backbone or self.backbone), self.overrides)
 
     @property
     def grounding(self) -> bool:
@@ -116,12 +119,12 @@ class Subject:
 
     def build(self, seed: int = 0, classnames: Sequence[str] = BASE_CLASSES, *, fit: bool = True,
               backbone: Backbone | None = None) -> Method:
-        """A fresh instance with the paper's default config; cache-based methods get their
-        cache from frozen features of the seeded cache images."""
+        """A fresh instance with the backbone's default recipe (:mod:`vlmeft.recipes`);
+        cache-based methods get their cache from frozen features of the seeded cache images."""
         backbone = backbone or self.backbone
         torch.manual_seed(seed)
         names = [] if self.grounding else list(classnames)
-        method = self.cls(backbone, names, TEMPLATES, self.config())
+        method = self.cls(backbone, names, TEMPLATES, self.config(backbone))
         method.eval()
         if fit and not self.grounding:
             with torch.no_grad():

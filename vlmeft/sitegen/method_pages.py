@@ -10,7 +10,7 @@ from vlmeft.sitegen import kb_pages
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import PATHS, Context, method_path
 from vlmeft.sitegen.model import display_name, first_attr
-from vlmeft.sitegen.sections import FIDELITY, bench_section, conformance_section, implementation_section
+from vlmeft.sitegen.sections import FIDELITY, bench_section, conformance_section, implementation_section, recipes_section
 
 
 def method_tags(rec: Any) -> list[str]:
@@ -145,6 +145,7 @@ def method_page(ctx: Context, rec: Any) -> str:
         parts.append(f"Fidelity: **{md.text(fidelity)}**: {FIDELITY.get(str(fidelity), '')}.\n\n")
     parts += [
         implementation_section(ctx, impl_id, collapsed=True),
+        recipes_section(impl_id),
         "## Conformance {#conformance}\n\n",
         conformance_section(ctx, impl_id),
         "## Measured here {#measured}\n\n",

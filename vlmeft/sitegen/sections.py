@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlmeft.bench import report
+from vlmeft.errors import VlmeftError
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import NOT_MEASURED, RUN_COMMAND, Context
 from vlmeft.sitegen.model import implementation
@@ -74,6 +75,41 @@ def implementation_section(ctx: Context, impl_id: str | None, *, collapsed: bool
     else:
         out.append(md.fence(impl.source or "", "python", title=impl.repo_path))
     out.append("\n")
+    return "".join(out)
+
+
+def recipes_section(impl_id: str | None) -> str:
+    """The method's two training recipes side by side (:mod:`vlmeft.recipes`), with the
+    official file the paper recipe was read from; empty without an importable method."""
+    from vlmeft import registry
+    from vlmeft.method import MethodConfig
+    from vlmeft.recipes import CORE_FIELDS, recipe_table
+
+    try:
+        cls = registry.get(impl_id) if impl_id else None
+    except (ImportError, AttributeError, VlmeftError):
+        cls = None
+    if cls is None:
+        return ""
+    source = cls.Config.source
+    if source is None or not source.url:  # no official code: the label says where the values come from
+        cited = md.text(source.label if source else "the paper")
+    else:
+        cited = md.ext_link(source.url, source.label) + (f" ({md.text(source.note)})" if source.note else "")
+    precision = f" (official precision {md.code(source.precision)})" if source and source.precision else ""
+    out = [f"## Recipes {{#recipes}}\n\n{md.code(impl_id)} trains under two recipes. `--recipe paper` follows "
+           f"{cited}{precision}; `--recipe embedded`, the "
+           "default on `synthclip-tiny`, keeps the calibrations chosen on val for that backbone (the evidence "
+           "is in the module docstring).\n\n"]
+    rows = recipe_table(cls.Config, () if cls.training_free else CORE_FIELDS)
+    if cls.training_free:  # the shared training settings mean nothing here
+        rows = [r for r in rows if r[0] not in MethodConfig.field_types()]
+    if rows:
+        out.append(md.table(["setting", "paper", "embedded"],
+                            [[md.code(k), md.code(str(p)), md.code(str(e))] for k, p, e in rows]) + "\n")
+    else:
+        out.append("The two recipes are the same: nothing is trained.\n\n" if cls.training_free
+                   else "The two recipes are the same.\n\n")
     return "".join(out)
 
 
