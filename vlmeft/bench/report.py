@@ -18,12 +18,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlmeft import kinds
 from vlmeft.bench.store import read_results, results_files
 from vlmeft.errors import VlmeftError
 
 Stat = tuple[float, float, int]  # mean, std, number of seeds
-# The metric whose seed variance summarises each trained protocol (stability table, site).
-STABILITY_METRIC = {"few-shot": "accuracy", "base-to-novel": "hm", "cross-domain": "shifted_mean"}
+# The metric whose seed variance summarises each trained protocol (stability table, site),
+# as each task kind declares it.
+STABILITY_METRIC = kinds.stability_metrics()
 
 
 def load_rows(folder: Path, profile: str | None = None) -> list[dict[str, Any]]:
@@ -88,6 +90,15 @@ class Groups:
         return sorted({d for (_, t, q, _), rows in self.groups.items() if t == task and q == protocol
                        for r in rows for d in (r.get("domains") or {})})
 
+    def targets(self, task: str, protocol: str) -> list[str]:
+        """The target tasks any row of (task, protocol) reports, in the order first seen."""
+        seen: dict[str, None] = {}
+        for (_, t, q, _), rows in sorted(self.groups.items()):
+            if t == task and q == protocol:
+                for r in rows:
+                    seen.update(dict.fromkeys(r.get("targets") or {}))
+        return list(seen)
+
     def each(self, metrics: Sequence[str]) -> Iterator[tuple[tuple[str, str, str, int], int, dict[str, Stat | None]]]:
         """Every group, sorted by (method, task, protocol, shots): its key, its number of rows,
         and the :meth:`stat` of each metric (None where no row of the group carries it)."""
@@ -98,6 +109,8 @@ class Groups:
 def _metric(row: dict[str, Any], metric: str) -> float | None:
     if metric.startswith("domain:"):
         value = (row.get("domains") or {}).get(metric.split(":", 1)[1])
+    elif metric.startswith("target:"):
+        value = (row.get("targets") or {}).get(metric.split(":", 1)[1])
     else:
         value = row.get(metric)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -168,23 +181,19 @@ def cross_domain_table(g: Groups, task: str) -> str:
     return _table(["method", "shots", "source", *domains, "shifted mean"], body)
 
 
-def retrieval_table(g: Groups, task: str) -> str:
-    p = "retrieval"
-    keys = ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")
-    methods = _by_score(g.methods(task, p), lambda m: _first(g.stat(m, task, p, 0, "r1")))
-    body = [[m, *(pct(g.stat(m, task, p, 0, key)) for key in keys)] for m in methods]
-    return _table(["method", "image→text R@1", "image→text R@5", "text→image R@1", "text→image R@5"], body)
-
-
-def grounding_table(g: Groups, task: str) -> str:
-    p = "grounding"
-    methods = _by_score(g.methods(task, p), lambda m: _first(g.stat(m, task, p, 0, "accuracy")))
+def transfer_table(g: Groups, task: str, protocol: str) -> str:
+    """Source accuracy, each target task's accuracy and their mean (cross-dataset,
+    domain generalisation)."""
+    targets = g.targets(task, protocol)
     body = []
-    for m in methods:
-        rows = g.rows(m, task, p, 0)
-        variant = str(rows[0].get("variant") or "") if rows else ""
-        body.append([m, variant or "–", pct(g.stat(m, task, p, 0, "accuracy")), pct(g.stat(m, task, p, 0, "chance"))])
-    return _table(["method", "variant", "accuracy", "chance"], body)
+    for k in g.shots(task, protocol) or [0]:
+        methods = _by_score(g.methods(task, protocol), lambda m, k=k: _first(g.stat(m, task, protocol, k, "target_mean")))
+        for m in methods:
+            star = g.zero_shot_only(m, task, protocol)
+            body.append([m, str(k), pct(g.stat(m, task, protocol, k, "accuracy"), star=star),
+                         *(pct(g.stat(m, task, protocol, k, f"target:{t}"), star=star) for t in targets),
+                         pct(g.stat(m, task, protocol, k, "target_mean"), star=star)])
+    return _table(["method", "shots", "source", *targets, "target mean"], body)
 
 
 def cost_table(g: Groups) -> str:
@@ -236,27 +245,10 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
         raise VlmeftError("these rows mix backbones or weights; split them with backbones() first")
     g = Groups(rows)
     columns: list[tuple[str, Any]] = []  # (header, method -> cell)
-
-    def col(header: str, task: str, protocol: str, shots: int, metric: str) -> None:
-        columns.append((header, lambda m: pct(g.stat(m, task, protocol, shots, metric),
-                                               star=g.zero_shot_only(m, task, protocol))))
-
-    for task in g.tasks("few-shot"):
-        top = (g.shots(task, "few-shot") or [0])[-1]
-        col(f"{task} {top}-shot", task, "few-shot", top, "accuracy")
-    for task in g.tasks("base-to-novel"):
-        top = (g.shots(task, "base-to-novel") or [0])[-1]
-        col(f"{task} base", task, "base-to-novel", top, "base")
-        col(f"{task} novel", task, "base-to-novel", top, "novel")
-        col(f"{task} HM", task, "base-to-novel", top, "hm")
-    for task in g.tasks("cross-domain"):
-        top = (g.shots(task, "cross-domain") or [0])[-1]
-        col(f"{task} source", task, "cross-domain", top, "accuracy")
-        col(f"{task} shifted", task, "cross-domain", top, "shifted_mean")
-    for task in g.tasks("retrieval"):
-        col(f"{task} R@1 (both ways)", task, "retrieval", 0, "r1")
-    for task in g.tasks("grounding"):
-        col(f"{task} grounding", task, "grounding", 0, "accuracy")
+    for kind in kinds.all_kinds():
+        for c in kind.headline_columns(g):
+            columns.append((c.header, lambda m, c=c: pct(g.stat(m, c.task, c.protocol, c.shots, c.metric),
+                                                          star=g.zero_shot_only(m, c.task, c.protocol))))
     methods = sorted({k[0] for k in g.groups})
     cost_task = (g.tasks("few-shot") or [None])[0]
     body = []
@@ -297,19 +289,8 @@ def _report_one(rows: Sequence[dict[str, Any]]) -> str:
            "(no training images, one deterministic run). Few-shot and cross-domain at the largest "
            "shot count measured.\n\n",
            headline_table(rows), "\n"]
-    for task in g.tasks("few-shot"):
-        out += [f"## Few-shot accuracy: {task}\n\n", few_shot_table(g, task), "\n"]
-    for task in g.tasks("base-to-novel"):
-        out += [f"## Base-to-novel: {task}\n\n",
-                "HM = harmonic mean of the mean base and mean novel accuracies; ± = std of per-seed HMs.\n\n",
-                base_to_novel_table(g, task), "\n"]
-    for task in g.tasks("cross-domain"):
-        out += [f"## Cross-domain: {task}\n\n", "Trained on the source domain, tested on each shifted one.\n\n",
-                cross_domain_table(g, task), "\n"]
-    for task in g.tasks("retrieval"):
-        out += [f"## Retrieval: {task}\n\n", retrieval_table(g, task), "\n"]
-    for task in g.tasks("grounding"):
-        out += [f"## Grounding: {task}\n\n", grounding_table(g, task), "\n"]
+    for kind in kinds.all_kinds():
+        out += kind.report_sections(g)
     stability = stability_table(g)
     if stability:
         out += ["## Stability over seeds\n\n",
