@@ -209,3 +209,11 @@ def test_a_broken_json_split_is_named(coop_root, tmp_path):
     with pytest.raises(VlmeftError, match="invalid JSON") as err:
         coop.load_task("oxford_flowers", tmp_path)
     assert err.value.where == str(ds / "split_zhou_OxfordFlowers.json")
+
+
+def test_imagefolder_finds_the_image_folder_of_coop_split_files(coop_root):
+    from vlmeft.data.imagefolder import load_imagefolder_task
+
+    for folder in ("caltech-101", "eurosat", "ucf101", "sun397", "oxford_flowers"):
+        task = load_imagefolder_task(coop_root / folder)
+        assert len(task.train) == 12 and all(Path(p).is_file() for p in task.test.images), folder

@@ -92,10 +92,11 @@ class _Suite:
         if not tasks:
             return ""
         out = ["## Base-to-novel generalisation\n\n",
-               "Trained on the base half of each dataset's classes (16 shots), tested on base and novel classes. "
-               "Average: HM of the mean base and mean novel accuracies.\n\n"]
+               f"Trained on the base half of each dataset's classes{self._shots_note(p)}, tested on base and novel "
+               "classes. Average: HM of the mean base and mean novel accuracies.\n\n"]
         heads = ["method", "base", "novel", "HM"]
         per_method: dict[str, list[tuple[float, float]]] = {}
+        top: dict[str, int] = {}
         for task in tasks:
             body = []
             for m in self.methods(p):
@@ -106,6 +107,7 @@ class _Suite:
                 stats = {k: self.g.stat(m, task, p, shots, k) for k in ("base", "novel", "hm")}
                 if stats["base"] and stats["novel"]:
                     per_method.setdefault(m, []).append((stats["base"][0], stats["novel"][0]))
+                    top[m] = max(top.get(m, 0), shots)
                 body.append([m, *(_cell(stats[k], self.paper(m, _dataset(task), p, k, shots or None), star=star)
                                   for k in ("base", "novel", "hm"))])
             out += [f"### {_title(task)}\n\n", _table(heads, body), "\n"]
@@ -113,9 +115,14 @@ class _Suite:
         for m, pairs in sorted(per_method.items()):
             avg = base_novel_hm([b for b, _ in pairs], [n for _, n in pairs])
             label = m if len(pairs) == len(tasks) else f"{m} ({len(pairs)}/{len(tasks)})"
-            body.append([label, *(_cell(avg[k], self.paper(m, "average", p, k, 16)) for k in ("base", "novel", "hm"))])
+            body.append([label, *(_cell(avg[k], self.paper(m, "average", p, k, top[m] or None))
+                                  for k in ("base", "novel", "hm"))])
         out += [f"### Average over {len(tasks)} datasets\n\n", _table(heads, body), "\n"]
         return "".join(out)
+
+    def _shots_note(self, protocol: str) -> str:
+        shots = sorted({k[3] for k in self.g.groups if k[2] == protocol and k[3] > 0})
+        return f" ({', '.join(map(str, shots))} shots)" if shots else ""
 
     def _top(self, method: str, task: str, protocol: str) -> int | None:
         keys = [k[3] for k in self.g.groups if k[:3] == (method, task, protocol)]
@@ -159,6 +166,7 @@ class _Suite:
 
     # ------------------------------------------------------------ transfer tables
     def transfer(self, protocol: str, title: str, note: str) -> str:
+        note = note.format(shots=self._shots_note(protocol))
         out = []
         for task in _order(self.g.tasks(protocol)):
             targets = _order(self.g.targets(task, protocol))
@@ -198,8 +206,8 @@ def suite_markdown(rows: Sequence[dict[str, Any]], lookup: Lookup = nothing) -> 
         out.append(s.base_to_novel())
         out.append(s.few_shot())
         out.append(s.transfer("cross-dataset", "Cross-dataset transfer",
-                              "Trained on ImageNet (16 shots), tested on each other dataset with its own class names."))
+                              "Trained on ImageNet{shots}, tested on each other dataset with its own class names."))
         out.append(s.transfer("domain-generalisation", "Domain generalisation",
-                              "Trained on ImageNet (16 shots), tested on its variants (A and R: their 200 classes)."))
+                              "Trained on ImageNet{shots}, tested on its variants (A and R: their 200 classes)."))
     return "".join(out)
 

@@ -167,33 +167,30 @@ def base_to_novel_table(g: Groups, task: str) -> str:
     return _table(["method", "shots", "base", "novel", "HM", "novel vs zero-shot"], body)
 
 
-def cross_domain_table(g: Groups, task: str) -> str:
-    p = "cross-domain"
-    domains = g.domains(task, p)
+def _source_and_shifts(g: Groups, task: str, p: str, columns: list[str], prefix: str, mean: str,
+                       mean_header: str) -> str:
+    """Per shot count and method: source accuracy, one column per shifted test set
+    (metric ``prefix:column``) and their mean, best mean first."""
     body = []
     for k in g.shots(task, p) or [0]:
-        methods = _by_score(g.methods(task, p), lambda m, k=k: _first(g.stat(m, task, p, k, "shifted_mean")))
+        methods = _by_score(g.methods(task, p), lambda m, k=k: _first(g.stat(m, task, p, k, mean)))
         for m in methods:
             star = g.zero_shot_only(m, task, p)
             body.append([m, str(k), pct(g.stat(m, task, p, k, "accuracy"), star=star),
-                         *(pct(g.stat(m, task, p, k, f"domain:{d}"), star=star) for d in domains),
-                         pct(g.stat(m, task, p, k, "shifted_mean"), star=star)])
-    return _table(["method", "shots", "source", *domains, "shifted mean"], body)
+                         *(pct(g.stat(m, task, p, k, f"{prefix}:{c}"), star=star) for c in columns),
+                         pct(g.stat(m, task, p, k, mean), star=star)])
+    return _table(["method", "shots", "source", *columns, mean_header], body)
+
+
+def cross_domain_table(g: Groups, task: str) -> str:
+    p = "cross-domain"
+    return _source_and_shifts(g, task, p, g.domains(task, p), "domain", "shifted_mean", "shifted mean")
 
 
 def transfer_table(g: Groups, task: str, protocol: str) -> str:
     """Source accuracy, each target task's accuracy and their mean (cross-dataset,
     domain generalisation)."""
-    targets = g.targets(task, protocol)
-    body = []
-    for k in g.shots(task, protocol) or [0]:
-        methods = _by_score(g.methods(task, protocol), lambda m, k=k: _first(g.stat(m, task, protocol, k, "target_mean")))
-        for m in methods:
-            star = g.zero_shot_only(m, task, protocol)
-            body.append([m, str(k), pct(g.stat(m, task, protocol, k, "accuracy"), star=star),
-                         *(pct(g.stat(m, task, protocol, k, f"target:{t}"), star=star) for t in targets),
-                         pct(g.stat(m, task, protocol, k, "target_mean"), star=star)])
-    return _table(["method", "shots", "source", *targets, "target mean"], body)
+    return _source_and_shifts(g, task, protocol, g.targets(task, protocol), "target", "target_mean", "target mean")
 
 
 def cost_table(g: Groups) -> str:

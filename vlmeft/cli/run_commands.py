@@ -279,6 +279,11 @@ def _test_only_source(name: str) -> str:
 
 # -------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
+    with data_root(args.data_root):
+        return _eval(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
     from vlmeft.backbone import load_backbone
     from vlmeft.data import protocol
     from vlmeft.engine import checkpoint, evaluate
@@ -404,6 +409,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     ev.add_argument("--domain", default=None, help="a shifted test domain of the task instead of its test split")
     ev.add_argument("--backbone", default=None, help="default: the checkpoint's backbone")
     ev.add_argument("--pretrained", default=None, help="default: the checkpoint's weights")
+    ev.add_argument("--data-root", metavar="DIR", default=None, help="where the CoOp datasets are (coop:DATASET)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_eval)
 
