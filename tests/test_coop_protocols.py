@@ -9,7 +9,6 @@ import math
 import random
 import shutil
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from vlmeft.bench.cells import CellRunner
 from vlmeft.bench.plan import Cell
 from vlmeft.data import coop, protocol
-from vlmeft.data.coop._reader import FEWSHOT_DIR, dassl_pick
+from vlmeft.data.coop._fewshot import FEWSHOT_DIR, dassl_pick
 from vlmeft.data.loading import UnreadableImage
 
 
