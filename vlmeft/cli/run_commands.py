@@ -64,8 +64,7 @@ def _check_task_name(name: str) -> None:
             from vlmeft.data import coop
 
             if name.startswith("coop:"):
-                raise VlmeftError(f"unknown CoOp dataset '{name[5:]}'; datasets: {', '.join(coop.dataset_ids())}",
-                                  where="--task")
+                coop.reader(name[5:])  # unknown: raises with the nearest ids
             raise VlmeftError("expected imagefolder:PATH", where="--task")
         return
     known = task_names()

@@ -120,7 +120,8 @@ class Classification(TaskKind):
             lines[1] = f"source adapted accuracy:   {_pct(m['accuracy'])}"
             for name, acc in m["targets"].items():
                 lines.append(f"  {name}: zero-shot {_pct(m['zero_shot_targets'][name])}  adapted {_pct(acc)}")
-            lines.append(f"  mean over {len(m['targets'])} targets: adapted {_pct(m['target_mean'])}")
+            n = len(m["targets"])
+            lines.append(f"  mean over {n} target{'s' if n > 1 else ''}: adapted {_pct(m['target_mean'])}")
             for name, where in m.get("missing_targets", {}).items():
                 lines.append(f"  {name}: skipped, not found at {where}")
             fields.update(targets=m["targets"], zero_shot_targets=m["zero_shot_targets"],
