@@ -68,6 +68,7 @@ def run_bench(
     rerun: bool = False,
     jobs: int = 1,
     log: Any = None,
+    on_bad_image: str = "error",
 ) -> BenchSummary:
     """Run every unfinished cell of ``profile`` narrowed by ``selection`` into ``out``
     (on ``backbone`` if given, else on the one named by ``backbone_name``/``pretrained``),
@@ -131,10 +132,11 @@ def run_bench(
 
     try:
         if jobs > 1 and len(pending) > 1 and not fail_fast:
-            _run_parallel(pending, record, jobs, profile, backbone, device, code)
+            _run_parallel(pending, record, jobs, profile, backbone, device, code, on_bad_image)
         else:
             runner = CellRunner(backbone, profile.overrides_for, profile=profile.name,
-                                config_hash=profile.config_hash(), code=code, recipe=profile.recipe)
+                                config_hash=profile.config_hash(), code=code, recipe=profile.recipe,
+                                on_bad_image=on_bad_image)
             for cell in pending:
                 bar.set_postfix_str(cell.label, refresh=True)
                 record(cell, _attempt(runner, cell, fail_fast))
@@ -166,7 +168,7 @@ _WORKER: Any = None
 
 
 def _init_worker(profile: Profile, name: str, pretrained: str | None, weights_id: str, device: str,
-                 threads: int, code: dict[str, str]) -> None:
+                 threads: int, code: dict[str, str], on_bad_image: str = "error") -> None:
     import signal
 
     import torch
@@ -181,7 +183,8 @@ def _init_worker(profile: Profile, name: str, pretrained: str | None, weights_id
         raise RuntimeError(f"worker loaded weights {backbone.weights_id}, the run uses {weights_id}")
     global _WORKER
     _WORKER = CellRunner(backbone, profile.overrides_for, profile=profile.name, config_hash=profile.config_hash(),
-                         code=code, recipe=profile.recipe)
+                         code=code, recipe=profile.recipe,
+                         on_bad_image=on_bad_image)
 
 
 def _work(cell: Cell) -> tuple[Cell, tuple[str, Any]]:
@@ -189,7 +192,7 @@ def _work(cell: Cell) -> tuple[Cell, tuple[str, Any]]:
 
 
 def _run_parallel(pending: list[Cell], record: Any, jobs: int, profile: Profile, backbone: Any, device: str,
-                  code: dict[str, str]) -> None:
+                  code: dict[str, str], on_bad_image: str = "error") -> None:
     import multiprocessing
 
     import torch
@@ -197,7 +200,7 @@ def _run_parallel(pending: list[Cell], record: Any, jobs: int, profile: Profile,
     ctx = multiprocessing.get_context("spawn")
     pool = ctx.Pool(min(jobs, len(pending)), initializer=_init_worker,
                     initargs=(profile, backbone.name, backbone.pretrained, backbone.weights_id, device,
-                              torch.get_num_threads(), code))
+                              torch.get_num_threads(), code, on_bad_image))
     try:
         for cell, outcome in pool.imap_unordered(_work, pending, chunksize=1):
             record(cell, outcome)

@@ -5,6 +5,8 @@
     vlmeft bench --methods coop,cocoop --tasks digits --shots 1,16 --seeds 1
     vlmeft bench --profile quick --recipe paper   # the official recipes (another results file)
     vlmeft bench --report                        # the tables of what results/bench holds
+    vlmeft bench --suite coop --data-root DIR --backbone ViT-B-16 --pretrained openai   # the papers' suite
+    vlmeft bench --suite coop --report           # the papers' tables, beside the reported numbers
 
 Rerunning a command skips the cells it already finished (see :mod:`vlmeft.bench.store`).
 """
@@ -19,16 +21,17 @@ from pathlib import Path
 from vlmeft.errors import VlmeftError
 
 
-def _names(text: str | None, where: str) -> list[str] | None:
+def _names(text: str | list[str] | None, where: str) -> list[str] | None:
     if text is None:
         return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    words = text if isinstance(text, list) else [text]  # "a,b", "a b" and "a, b" all work
+    items = [t.strip() for word in words for t in word.split(",") if t.strip()]
     if not items:
         raise VlmeftError("expected a comma-separated list", where=where)
     return items
 
 
-def _ints(text: str | None, where: str) -> list[int] | None:
+def _ints(text: str | list[str] | None, where: str) -> list[int] | None:
     items = _names(text, where)
     if items is None:
         return None
@@ -39,7 +42,12 @@ def _ints(text: str | None, where: str) -> list[int] | None:
 
 
 def default_out(profile: str) -> Path:
-    """The full profile's results are committed; other profiles go to a git-ignored folder."""
+    """The full profile's and the suites' results are committed; other profiles go to a
+    git-ignored folder."""
+    from vlmeft.bench.suites import SUITES
+
+    if profile in SUITES:
+        return Path("results") / profile
     return Path("results/bench") if profile == "full" else Path("build/bench") / profile
 
 
@@ -47,15 +55,41 @@ def _raise_interrupt(signum, frame):  # noqa: ANN001, ANN202
     raise KeyboardInterrupt
 
 
+def _suite_report(name: str, out: Path) -> str:
+    from vlmeft.bench.coop_report import suite_markdown
+    from vlmeft.bench.report import load_rows
+    from vlmeft.bench.reported import from_kb
+
+    return suite_markdown(load_rows(out, name), from_kb())
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from vlmeft.cli.run_commands import data_root
+
+    with data_root(args.data_root):
+        return _bench(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vlmeft.bench.plan import Selection
     from vlmeft.bench.profiles import get_profile
     from vlmeft.recipes import check_recipe
 
-    # Running defaults to the quick profile; the report to the committed full one.
-    profile = get_profile(args.profile or ("full" if args.report else "quick"))
+    if args.suite and args.profile:
+        raise VlmeftError("pass --suite or --profile, not both", where="--suite")
+    if args.suite and args.report:
+        out = Path(args.out) if args.out else default_out(args.suite)
+        print(_suite_report(args.suite, out), end="")
+        return 0
+    if args.suite:
+        from vlmeft.bench.suites import get_suite
+        from vlmeft.data.coop import data_root as root_of
+
+        profile = get_suite(args.suite, root_of(), log=sys.stderr)
+    else:  # running defaults to the quick profile; the report to the committed full one
+        profile = get_profile(args.profile or ("full" if args.report else "quick"))
     if args.recipe is not None:
         profile = replace(profile, recipe=check_recipe(args.recipe))
     if args.select is not None:  # a setting of every method: part of the results file's version
@@ -88,9 +122,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         summary = run_bench(profile, selection, out, backbone_name=args.backbone, pretrained=args.pretrained,
                             device=args.device, progress=not args.no_progress, fail_fast=args.fail_fast,
-                            rerun=args.rerun, jobs=args.jobs)
+                            rerun=args.rerun, jobs=args.jobs, on_bad_image=args.on_bad_image)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if args.suite and summary.ran:
+        tables = summary.path.with_suffix(".md")  # derived from the results file, rewritten with it
+        tables.write_text(_suite_report(profile.name, out), encoding="utf-8")
+        print(f"tables: {tables}", file=sys.stderr)
     state = "interrupted" if summary.interrupted else "done"
     print(f"bench {profile.name} {state}: ran {summary.ran}, skipped {summary.skipped} finished, "
           f"failed {len(summary.failed)} of {summary.total} cells in {summary.seconds:.1f} s -> {summary.path}",
@@ -118,12 +156,20 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.add_argument("--profile", default=None,
                    help=f"{' | '.join(PROFILES)}: which cells, and budget epoch overrides "
                         "(default quick; full with --report)")
-    p.add_argument("--methods", help="comma-separated registry ids (default: the profile's)")
-    p.add_argument("--tasks", help="comma-separated task names (default: the profile's)")
-    p.add_argument("--protocols", help=f"comma-separated, among the profile's: {', '.join(PROTOCOLS)}")
-    p.add_argument("--shots", help="comma-separated shot counts, e.g. 1,2,4,8,16 (default: the profile's)")
-    p.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default: the profile's)")
-    p.add_argument("--out", help="results folder (default: results/bench for full, build/bench/PROFILE otherwise)")
+    p.add_argument("--suite", default=None, help="coop: the papers' suite on the CoOp datasets under --data-root "
+                                                 "(instead of a profile)")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="where the CoOp datasets are (default: $VLMEFT_DATA)")
+    p.add_argument("--methods", nargs="+", help="registry ids, comma- or space-separated (default: the profile's)")
+    p.add_argument("--tasks", nargs="+", help="task names (default: the profile's)")
+    p.add_argument("--protocols", nargs="+", help=f"among the profile's: {', '.join(PROTOCOLS)}")
+    p.add_argument("--shots", nargs="+", help="shot counts, e.g. 1 2 4 8 16 (default: the profile's)")
+    p.add_argument("--seeds", nargs="+", help="seeds, e.g. 1 2 3 (default: the profile's)")
+    p.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
+                   help="an unreadable image fails its cell naming the file (error, default) or is left out and "
+                        "listed in the row (skip)")
+    p.add_argument("--out", help="results folder (default: results/bench for full, results/SUITE for a suite, "
+                                 "build/bench/PROFILE otherwise)")
     p.add_argument("--backbone", default=None, help="open_clip model name (default synthclip-tiny)")
     p.add_argument("--pretrained", default="default", help="weights: default, an open_clip tag or a file path")
     p.add_argument("--recipe", choices=RECIPES, default=None,

@@ -325,8 +325,9 @@ def _observe_grounding(subject: Subject) -> dict[str, Observed | Exception]:
 
 
 def observe(subject: Subject) -> dict[str, Observed | Exception]:
-    """Every signature key's observation for ``subject``."""
-    return _observe_grounding(subject) if subject.grounding else _observe_classification(subject)
+    """Every signature key's observation for ``subject``, by its task kind's observers
+    (:mod:`vlmeft.kinds`: ``_observe_classification``, ``_observe_grounding``, ...)."""
+    return subject.kind.observe(subject)
 
 
 def expected_value(key: str, signature: Signature, method_cls: type[Method]) -> tuple[Any, str]:

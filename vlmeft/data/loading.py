@@ -44,21 +44,30 @@ class Preprocess:
         return f"resize-shorter-bicubic-centercrop{self.image_size}|mean={mean}|std={std}"
 
 
+class UnreadableImage(VlmeftError):
+    """An image file that is missing, truncated or not an image; ``path`` names it (the
+    benchmark's ``--on-bad-image skip`` drops it and measures again)."""
+
+    def __init__(self, message: str, path: Path | str) -> None:
+        super().__init__(message, where=str(path))
+        self.path = str(path)
+
+
 def read_image(path: Path) -> np.ndarray:
-    """An RGB uint8 array ``[H, W, 3]``; a missing or unreadable file raises a
-    :class:`VlmeftError` naming it."""
+    """An RGB uint8 array ``[H, W, 3]``; a missing or unreadable file raises
+    :class:`UnreadableImage` naming it."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise VlmeftError("image file does not exist", where=str(path))
+        raise UnreadableImage("image file does not exist", path)
     try:
         with Image.open(path) as img:
             img.load()
             return np.array(img.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VlmeftError(f"cannot read image ({first})", where=str(path)) from None
+        raise UnreadableImage(f"cannot read image ({first})", path) from None
 
 
 def resize_center_crop(image: Tensor, size: int) -> Tensor:

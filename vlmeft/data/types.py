@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,6 +26,17 @@ class Split:
         return len(self.labels)
 
 
+class FewShotSampler(Protocol):
+    """A task's own few-shot draw (the official code's, where a protocol must match it):
+    ``draw`` gives ``(train, val)`` for ``shots`` and ``seed``; ``without`` the same
+    sampler minus some image paths. :mod:`vlmeft.data.protocol` restricts its draws to
+    base or novel classes."""
+
+    def draw(self, shots: int, seed: int) -> tuple[Split, Split]: ...
+
+    def without(self, paths: set[str]) -> Any: ...
+
+
 @dataclass
 class ClassificationTask:
     name: str
@@ -36,6 +48,13 @@ class ClassificationTask:
     # Extra test sets under a domain shift, keyed by domain name.
     shifted: dict[str, Split] = field(default_factory=dict)
     description: str = ""
+    # None: vlmeft.data.protocol's own seeded draw from train and val.
+    sampler: FewShotSampler | None = None
+    # Whole other tasks to test on after training on this one, per transfer protocol
+    # (CoOp: ImageNet's "cross-dataset" and "domain-generalisation" targets).
+    targets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A test-only task names the task it is trained on (ImageNet-A: "coop:imagenet").
+    source: str = ""
 
 
 @dataclass
