@@ -108,3 +108,19 @@ def coop_root(tmp_path_factory):
     import coop_layouts
 
     return coop_layouts.build(tmp_path_factory.mktemp("coop-data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_coca():
+    """Random-init ``vlmeft-tiny-coca`` (a CoCa: ViT 2x64, text 2x48, decoder 2x48): a captioner."""
+    from vlmeft.backbone import load_backbone
+
+    return load_backbone("vlmeft-tiny-coca", pretrained=None)
+
+
+@pytest.fixture(scope="session")
+def synthcoca():
+    """The shipped pretrained ``synthcoca-tiny`` (the embedded captioner)."""
+    from vlmeft.backbone import load_backbone
+
+    return load_backbone("synthcoca-tiny")

@@ -1,6 +1,7 @@
 """Plain factory: a model name and weights in, a frozen :class:`Backbone` out.
 
-Offline by construction. ``synthclip-tiny`` loads the weights shipped in the package;
+Offline by construction. ``synthclip-tiny`` and ``synthcoca-tiny`` (the embedded captioner)
+load the weights shipped in the package;
 any other open_clip model loads a local weights file, an open_clip tag (which needs the
 weights already in open_clip's cache or a network), or nothing (random init, enough to
 count parameters and time steps at real scale).
@@ -17,12 +18,15 @@ import open_clip
 import torch
 
 from vlmeft.backbone import DEFAULT_BACKBONE  # defined once, in the light package init
+from vlmeft.backbone.captioner import Captioner, is_captioner_model
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.errors import VlmeftError
 
 _CONFIG_DIR = Path(__file__).with_name("configs")  # extra configs for tests (random init only)
 _SYNTHCLIP_DIR = Path(__file__).with_name("synthclip")
 _registered = False
+EMBEDDED_CAPTIONER = "synthcoca-tiny"  # the embedded CoCa, pretrained like synthclip-tiny (vlmeft.backbone.synthcoca)
+_SHIPPED = {DEFAULT_BACKBONE: "synthclip", EMBEDDED_CAPTIONER: "synthcoca"}  # name -> its shipped weights' tag
 
 
 def register_configs() -> None:
@@ -36,6 +40,9 @@ def register_configs() -> None:
     # package's own helpers are missing, so the test configs load regardless.
     config_dir = getattr(synthclip, "config_dir", None)
     open_clip.add_model_config(config_dir() if callable(config_dir) else _SYNTHCLIP_DIR)
+    from vlmeft.backbone.synthcoca.paths import config_dir as synthcoca_dir
+
+    open_clip.add_model_config(synthcoca_dir())
     open_clip.add_model_config(_CONFIG_DIR)
     _registered = True
 
@@ -73,9 +80,11 @@ def load_backbone(
 ) -> Backbone:
     """Build a frozen backbone.
 
-    ``pretrained``: ``"default"`` (the shipped weights for synthclip-tiny, none otherwise),
+    ``pretrained``: ``"default"`` (the shipped weights for synthclip-tiny and synthcoca-tiny,
+    none otherwise),
     ``None``/``"none"`` (random init, seeded), an open_clip tag such as ``"openai"``, or a
     path to a weights file (safetensors, or a torch file read with ``weights_only=True``).
+    A CoCa model comes back as a :class:`~vlmeft.backbone.captioner.Captioner`.
     """
     register_configs()
     if name not in open_clip.list_models():
@@ -84,10 +93,18 @@ def load_backbone(
         raise VlmeftError(f"unknown backbone '{name}'{hint}", where="--backbone")
 
     if pretrained == "default":
-        pretrained = "synthclip" if name == DEFAULT_BACKBONE else None
+        pretrained = _SHIPPED.get(name)
 
     kwargs: dict = {}
-    if name == DEFAULT_BACKBONE and pretrained == "synthclip":
+    output_ids = None  # the token ids a captioner may generate (None: all)
+    if name == EMBEDDED_CAPTIONER and pretrained == "synthcoca":
+        from vlmeft.backbone import synthcoca
+
+        model = _create_unloaded(name)
+        model.load_state_dict(synthcoca.state_dict())  # verifies the shipped checksum
+        output_ids = synthcoca.vocabulary_ids()
+        weights_id = f"synthcoca:{synthcoca.sha256()[:16]}"
+    elif name == DEFAULT_BACKBONE and pretrained == "synthclip":
         from vlmeft.backbone import synthclip
 
         model = _create_unloaded(name)
@@ -98,6 +115,9 @@ def load_backbone(
     elif _no_weights(pretrained):
         torch.manual_seed(seed)  # random init, reproducible
         model = _create_unloaded(name)
+        if is_captioner_model(model):  # open_clip leaves a CoCa's output projection uninitialised (torch.empty)
+            proj = model.text_decoder.text_projection
+            torch.nn.init.normal_(proj, std=proj.shape[0] ** -0.5)
         weights_id = f"random:{seed}"
         pretrained = None
     else:
@@ -118,4 +138,8 @@ def load_backbone(
 
     model = model.to(device)
     tokenizer = open_clip.get_tokenizer(name)
-    return Backbone(model, tokenizer, name=name, pretrained=None if pretrained is None else str(pretrained), weights_id=weights_id)
+    pretrained = None if pretrained is None else str(pretrained)
+    if is_captioner_model(model):  # a CoCa: the generative wrapper (its contrastive half is a Backbone too)
+        return Captioner(model, tokenizer, name=name, pretrained=pretrained, weights_id=weights_id,
+                         output_ids=output_ids).to(device)
+    return Backbone(model, tokenizer, name=name, pretrained=pretrained, weights_id=weights_id)

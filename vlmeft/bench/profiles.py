@@ -32,6 +32,7 @@ from typing import Any
 
 from vlmeft import kinds
 from vlmeft.errors import VlmeftError
+from vlmeft.kinds._generative import FULL as FULL_DATA
 
 PROTOCOLS = kinds.protocols()  # every task kind's protocols (vlmeft.kinds)
 # Protocols that train on k shots per class; the others evaluate without training (shots = 0).
@@ -61,6 +62,7 @@ class Profile:
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     budget_seconds: int = 0  # the wall-time target on 2 cores (documentation; measured, not enforced)
     recipe: str | None = None  # "paper" / "embedded" (vlmeft.recipes); None: the backbone's default
+    backbone: str | None = None  # the backbone it runs on by default (None: synthclip-tiny)
 
     def overrides_for(self, method: str) -> dict[str, str]:
         return {**self.overrides.get("*", {}), **self.overrides.get(method, {})}
@@ -91,6 +93,13 @@ _FULL_EPOCHS = {"coop": "50", "cocoop": "5", "vp": "20", "clip-lora": "20"}
 # everything runs.
 _QUICK = {"coop": {"epochs": "10"}, "cocoop": {"epochs": "2", "min_steps": "100"}, "kgcoop": {"epochs": "20"},
           "clip-adapter": {"epochs": "50"}, "tip-adapter-f": {"epochs": "10"}}
+
+# The generative profile ("vl"): examples per question type / image group, and the full split
+# (kinds._generative.FULL). Its budget override caps each cell's epochs at 10 (the embedded
+# recipes' 20 doubled the CPU time for about a point on val, module notes of each method).
+_VL_METHODS = ("lora", "prefix-tuning", "vl-adapter", "lst", "vl-pet", "llama-adapter", "llama-adapter-v2", "magma",
+               "uniadapter")
+_VL_BUDGET = {"epochs": "10"}
 
 PROFILES: dict[str, Profile] = {
     "test": Profile(
@@ -133,6 +142,20 @@ PROFILES: dict[str, Profile] = {
         seeds=(1, 2, 3),
         overrides={m: {"epochs": e} for m, e in _FULL_EPOCHS.items()},
         budget_seconds=1800,
+    ),
+    "vl": Profile(
+        name="vl",
+        description="the generative tasks on the embedded captioner synthcoca-tiny: every VQA and captioning "
+                    "method on world-vqa and world-captions, 1-64 examples per question type / image group and "
+                    "the full training split, seeds 1-3",
+        plans=(
+            ProtocolPlan("vqa", ("world-vqa",), (1, 4, 16, 64, FULL_DATA)),
+            ProtocolPlan("captioning", ("world-captions",), (1, 4, 16, 64, FULL_DATA)),
+        ),
+        seeds=(1, 2, 3),
+        overrides={m: dict(_VL_BUDGET) for m in _VL_METHODS},
+        budget_seconds=3600,
+        backbone="synthcoca-tiny",
     ),
 }
 

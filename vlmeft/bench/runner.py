@@ -80,7 +80,7 @@ def run_bench(
     start = time.perf_counter()
     selected_plans(profile, selection)  # bad names fail before any model loads
     if backbone is None:
-        backbone = load_backbone(backbone_name or DEFAULT_BACKBONE, pretrained, device=device)
+        backbone = load_backbone(backbone_name or profile.backbone or DEFAULT_BACKBONE, pretrained, device=device)
     if profile.recipe is None:  # the backbone's default recipe, fixed before the file is named
         from dataclasses import replace
 

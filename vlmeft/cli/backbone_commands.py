@@ -1,42 +1,61 @@
-"""`vlmeft backbone ...`: pretrain, evaluate and describe the embedded synthclip-tiny backbone."""
+"""`vlmeft backbone ...`: pretrain, evaluate and describe the embedded backbones (synthclip-tiny,
+the default CLIP, and synthcoca-tiny, the embedded captioner)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
 from vlmeft.errors import VlmeftError
 
+# Each embedded backbone is one package: recipe (torch-free), pretrain, weights, evaluate.
+MODELS = {"synthclip-tiny": "vlmeft.backbone.synthclip", "synthcoca-tiny": "vlmeft.backbone.synthcoca"}
+# Recipe fields settable from the command line (the others are fixed by the model's recipe).
+_FLAGS = ("steps", "batch_size", "seed", "lr", "warmup", "pool_size", "threads", "checkpoint_every", "qa_fraction")
+
+
+def _part(model: str, name: str):  # noqa: ANN202
+    return importlib.import_module(f"{MODELS[model]}.{name}")
+
 
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
-    p = sub.add_parser("backbone", help="pretrain, evaluate or describe the embedded synthclip-tiny backbone")
+    p = sub.add_parser("backbone", help="pretrain, evaluate or describe the embedded backbones "
+                                        "(synthclip-tiny, synthcoca-tiny)")
     bsub = p.add_subparsers(dest="backbone_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     from vlmeft.backbone.synthclip.recipe import Recipe  # torch-free: building the parser stays fast
 
     d = Recipe()
-    pt = bsub.add_parser("pretrain", help="contrastive pretraining on the procedural world (resumable)")
-    pt.add_argument("--steps", type=int, default=d.steps)
-    pt.add_argument("--batch-size", type=int, default=d.batch_size)
-    pt.add_argument("--seed", type=int, default=d.seed)
-    pt.add_argument("--lr", type=float, default=d.lr)
-    pt.add_argument("--warmup", type=int, default=d.warmup)
-    pt.add_argument("--pool-size", type=int, default=d.pool_size, help="images rendered once and sampled from")
-    pt.add_argument("--threads", type=int, default=d.threads)
-    pt.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    pt.add_argument("--out", type=Path, default=Path("runs/synthclip-tiny"))
+    model_help = "which embedded backbone (default synthclip-tiny)"
+    pt = bsub.add_parser("pretrain", help="pretraining on the procedural world (resumable); synthclip-tiny: "
+                                          "contrastive; synthcoca-tiny: contrastive + captioning + questions")
+    pt.add_argument("--model", choices=tuple(MODELS), default="synthclip-tiny", help=model_help)
+    pt.add_argument("--steps", type=int, default=None, help=f"default: the model's recipe ({d.steps} for synthclip-tiny)")
+    pt.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe")
+    pt.add_argument("--seed", type=int, default=None)
+    pt.add_argument("--lr", type=float, default=None)
+    pt.add_argument("--warmup", type=int, default=None)
+    pt.add_argument("--pool-size", type=int, default=None, help="world samples drawn from (rendered lazily)")
+    pt.add_argument("--qa-fraction", type=float, default=None,
+                    help="synthcoca-tiny: share of batch rows holding a question about the image's facts")
+    pt.add_argument("--threads", type=int, default=None)
+    pt.add_argument("--checkpoint-every", type=int, default=None)
+    pt.add_argument("--out", type=Path, default=None, help="default: runs/MODEL")
     pt.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                     help="continue from OUT/checkpoint.pt when present (default: yes)")
     pt.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulates an interruption
     pt.add_argument("--no-progress", action="store_true")
     pt.set_defaults(func=_pretrain)
 
-    ev = bsub.add_parser("evaluate", help="zero-shot and linear-probe quality of the backbone on the named tasks")
+    ev = bsub.add_parser("evaluate", help="the quality bar: zero-shot against a trivial baseline and against "
+                                          "adaptation, on the embedded tasks")
+    ev.add_argument("--model", choices=tuple(MODELS), default="synthclip-tiny", help=model_help)
     ev.add_argument("--weights", type=Path, default=None,
                     help="a folder with weights.json + safetensors (default: the shipped weights)")
-    ev.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
+    ev.add_argument("--tasks", default=None, help="comma-separated task names (default: all of the model's)")
     ev.add_argument("--json", action="store_true", help="print the results as JSON")
     ev.add_argument("--record", action="store_true",
                     help="also store the results under 'eval' in the weights folder's weights.json")
@@ -44,9 +63,11 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
 
     ins = bsub.add_parser("install", help="copy a pretraining run's exported weights into the package")
     ins.add_argument("run", type=Path, help="the --out folder of a finished pretraining run")
+    ins.add_argument("--model", choices=tuple(MODELS), default="synthclip-tiny", help=model_help)
     ins.set_defaults(func=_install)
 
     info = bsub.add_parser("info", help="config, parameter count and checksum of the shipped weights")
+    info.add_argument("--model", choices=tuple(MODELS), default="synthclip-tiny", help=model_help)
     info.add_argument("--weights", type=Path, default=None)
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_info)
@@ -58,54 +79,56 @@ def _positive(name: str, value: int) -> None:
 
 
 def _pretrain(args) -> int:  # noqa: ANN001
-    from vlmeft.backbone.synthclip.pretrain import Recipe, pretrain
+    from dataclasses import fields, replace
 
-    for name in ("steps", "batch_size", "pool_size", "threads", "checkpoint_every", "stop_after"):
-        _positive(name.replace("_", "-"), getattr(args, name))
-    if args.lr <= 0:
-        raise VlmeftError(f"must be positive, got {args.lr}", where="--lr")
-    if args.warmup < 0:
-        raise VlmeftError(f"must be >= 0, got {args.warmup}", where="--warmup")
-    recipe = Recipe(steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr, warmup=args.warmup,
-                    pool_size=args.pool_size, threads=args.threads, checkpoint_every=args.checkpoint_every)
-    result = pretrain(recipe, args.out, resume=args.resume, stop_after=args.stop_after,
-                      progress=not args.no_progress, log=lambda m: print(m, flush=True))
+    recipe_cls = _part(args.model, "recipe").Recipe
+    known = {f.name for f in fields(recipe_cls)}
+    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    for k in given:
+        if k not in known:
+            raise VlmeftError(f"{args.model} has no such setting", where=f"--{k.replace('_', '-')}")
+    recipe = replace(recipe_cls(), **given)
+    for name in ("steps", "batch_size", "pool_size", "threads", "checkpoint_every"):
+        _positive(name.replace("_", "-"), getattr(recipe, name))
+    _positive("stop-after", args.stop_after)
+    if recipe.lr <= 0:
+        raise VlmeftError(f"must be positive, got {recipe.lr}", where="--lr")
+    if recipe.warmup < 0:
+        raise VlmeftError(f"must be >= 0, got {recipe.warmup}", where="--warmup")
+    if not 0.0 <= getattr(recipe, "qa_fraction", 0.0) <= 1.0:
+        raise VlmeftError(f"must lie in [0, 1], got {recipe.qa_fraction}", where="--qa-fraction")
+    out = args.out or Path("runs") / args.model
+    result = _part(args.model, "pretrain").pretrain(recipe, out, resume=args.resume, stop_after=args.stop_after,
+                                                    progress=not args.no_progress, log=lambda m: print(m, flush=True))
     if result["exported"]:
-        print(f"wrote {args.out / result['file']} ({result['bytes']} bytes, sha256 {result['sha256']})")
+        print(f"wrote {out / result['file']} ({result['bytes']} bytes, sha256 {result['sha256']})")
     else:
         print(f"stopped at step {result['step']} of {recipe.steps}; rerun to resume")
     return 0
 
 
 def _evaluate(args) -> int:  # noqa: ANN001
-    from vlmeft.backbone.synthclip.evaluate import evaluate_backbone, format_report
-
+    evaluate = _part(args.model, "evaluate")
     names = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    results = evaluate_backbone(args.weights, names)
-    print(json.dumps(results, indent=2) if args.json else format_report(results))
+    results = evaluate.evaluate_backbone(args.weights, names)
+    print(json.dumps(results, indent=2) if args.json else evaluate.format_report(results))
     if args.record:
-        from vlmeft.backbone.synthclip.weights import record_eval
-
-        print(f"recorded in {record_eval(args.weights, results)}")
+        print(f"recorded in {_part(args.model, 'weights').record_eval(args.weights, results)}")
     return 0
 
 
 def _install(args) -> int:  # noqa: ANN001
-    from vlmeft.backbone.synthclip.weights import install
-
-    dest = install(args.run)
+    dest = _part(args.model, "weights").install(args.run)
     print(f"installed {dest}")
     return 0
 
 
 def _info(args) -> int:  # noqa: ANN001
-    from vlmeft.backbone.synthclip import model_config, shipped_info
-
-    info = shipped_info(args.weights)
-    out = {"model": info.get("model"), "config": model_config(), "params": info.get("params"),
-           "file": info["file"], "bytes": info.get("bytes"), "sha256": info["sha256"],
-           "stored_token_rows": info.get("stored_token_rows"), "preprocess_cfg": info.get("preprocess_cfg"),
-           "recipe": info.get("recipe"), "train": info.get("train"), "eval": info.get("eval")}
+    info = _part(args.model, "weights").shipped_info(args.weights)
+    out = {"model": info.get("model"), "config": _part(args.model, "paths").model_config(), "params": info.get("params"),
+           "file": info["file"], "bytes": info.get("bytes"), "sha256": info["sha256"]}
+    out.update({k: v for k, v in info.items() if k.startswith(("stored_token", "untrained")) or k in
+                ("preprocess_cfg", "recipe", "train", "eval")})
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -42,16 +42,26 @@ def _tasks_of(data: str) -> list[str]:
     return [t for t in task_names() if task_kind(t) == data]
 
 
-def _method_class(name: str, purpose: str = "classification"):  # noqa: ANN202
+def methods_doing(purposes: str | tuple[str, ...]) -> list[str]:
+    """Registered ids whose declared tasks include one of ``purposes`` (read off the classes)."""
+    from vlmeft import registry
+
+    wanted = {purposes} if isinstance(purposes, str) else set(purposes)
+    return [n for n in registry.names() if wanted & set(registry.get(n).tasks)]
+
+
+def _method_class(name: str, purpose: str | tuple[str, ...] = "classification"):  # noqa: ANN202
     from vlmeft import kinds, registry
     from vlmeft.data.tasks import DATA_NOUNS
 
     cls = registry.get(name)  # unknown ids raise with a suggestion
-    if purpose not in cls.tasks:
+    purposes = (purpose,) if isinstance(purpose, str) else tuple(purpose)
+    if not set(purposes) & set(cls.tasks):
         data = kinds.of_method(cls).data
         raise VlmeftError(
-            f"method '{name}' does {', '.join(cls.tasks)} only, not {purpose}; "
-            f"run it on a {DATA_NOUNS.get(data, data)}: vlmeft run {name} --task {_tasks_of(data)[0]}"
+            f"method '{name}' does {', '.join(cls.tasks)} only, not {' or '.join(purposes)} (methods that do: "
+            f"{', '.join(methods_doing(purposes))}); run it on a {DATA_NOUNS.get(data, data)}: "
+            f"vlmeft run {name} --task {_tasks_of(data)[0]}"
         )
     return cls
 
@@ -62,6 +72,10 @@ def _check_task_name(name: str) -> None:
 
     from vlmeft.data.tasks import is_task_name, task_names
 
+    if name.startswith(("vqa-json:", "captions-json:")):
+        if not is_task_name(name):
+            raise VlmeftError(f"expected {name.split(':', 1)[0]}:PATH", where="--task")
+        return
     if name.startswith(("imagefolder:", "coop:")):
         if not is_task_name(name):
             from vlmeft.data import coop
@@ -74,8 +88,8 @@ def _check_task_name(name: str) -> None:
     if name not in known:
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise VlmeftError(f"unknown task '{name}'{hint}; tasks: {', '.join(known)}, imagefolder:PATH, coop:DATASET",
-                          where="--task")
+        raise VlmeftError(f"unknown task '{name}'{hint}; tasks: {', '.join(known)}, imagefolder:PATH, coop:DATASET, "
+                          "vqa-json:PATH, captions-json:PATH", where="--task")
 
 
 def load_task(name: str):  # noqa: ANN201
@@ -160,9 +174,10 @@ def _choose_protocol(cls, name: str, task: str, protocol: str | None):  # noqa: 
     able = [k for k in kinds.all_kinds() if k.data == data
             and any(k.method_fits(caps, name, p.name) for p in k.protocols)]
     if not able:  # no protocol on this kind of task can ever take this kind of method
-        purpose = " or ".join(k.name for k in kinds.all_kinds() if k.data == data)
-        _method_class(name, purpose)
-        raise VlmeftError(f"method '{name}' does {', '.join(cls.tasks)} only, not {purpose}", where="--task")
+        purposes = tuple(k.name for k in kinds.all_kinds() if k.data == data)
+        _method_class(name, purposes)
+        raise VlmeftError(f"method '{name}' does {', '.join(cls.tasks)} only, not {' or '.join(purposes)} "
+                          f"(methods that do: {', '.join(methods_doing(purposes))})", where="--task")
     if protocol is None:
         own = [kinds.get(t) for t in cls.tasks if t in {k.name for k in able}]
         if not own:
@@ -269,6 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     if trains and args.shots <= 0:
         raise VlmeftError(f"shots must be positive, got {args.shots}", where="--shots")
     cell_task, loader = _tasks_for_run(args, kind, args.protocol)
+    args.backbone = args.backbone or kind.backbone or DEFAULT_BACKBONE  # captioning and VQA: synthcoca-tiny
     backbone = load_backbone(args.backbone, args.pretrained)
     _check_fits(kind, args.method, args.protocol, backbone, overrides)
 
@@ -297,7 +313,8 @@ def _run(args: argparse.Namespace) -> int:
                       steps=report.steps, best_epoch=report.best_epoch, best_val_accuracy=report.best_val_accuracy,
                       selected=report.selected, feature_cache=report.used_feature_cache)
         trained_on = f" (trained on {cell_task})" if cell_task != args.task else ""
-        head = [f"{args.method} on {args.task}{trained_on}: {args.shots} shots, seed {args.seed}, "
+        shots = "full data" if args.shots >= _full() else f"{args.shots} shots"
+        head = [f"{args.method} on {args.task}{trained_on}: {shots}, seed {args.seed}, "
                 f"backbone {backbone.name}, protocol {args.protocol}, "
                 f"{_recipe_line(runner.recipe, args.recipe is not None, backbone.name)}"]
         kept = (f"; best val epoch {report.best_epoch}" if report.best_epoch
@@ -316,6 +333,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(result)
     return 0
+
+
+def _full() -> int:
+    from vlmeft.kinds._generative import FULL
+
+    return FULL
 
 
 def _test_only_source(name: str) -> str:
@@ -398,10 +421,12 @@ def count_parameters(method_name: str, backbone_name: str, overrides: dict[str, 
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    _method_class(args.method)
+    from vlmeft import registry
+
+    cls = registry.get(args.method)  # unknown ids raise with a suggestion
     n = count_parameters(args.method, args.backbone, _parse_sets(args.set), args.num_classes, args.shots)
-    print(f"{args.method} on {args.backbone} ({args.num_classes} classes, {args.shots} shots): "
-          f"{n:,} trainable parameters")
+    setting = "" if "classification" not in cls.tasks else f" ({args.num_classes} classes, {args.shots} shots)"
+    print(f"{args.method} on {args.backbone}{setting}: {n:,} trainable parameters")
     print(n)
     return 0
 
@@ -436,6 +461,18 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 1 if problems or any(r[3] != "ok" for r in rows) else 0
 
 
+def _shots(text: str) -> int:
+    """``--shots``: a count, or ``full`` (every training example: VQA and captioning)."""
+    if text.strip().lower() == "full":
+        from vlmeft.kinds._generative import FULL
+
+        return FULL
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'full', got {text!r}") from None
+
+
 # ---------------------------------------------------------------- register
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     from vlmeft import kinds
@@ -447,9 +484,12 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                                     "without code of its own runs its category's reference)")
     run.add_argument("--task", required=True,
                      help="task name (digits, shapes, ...), imagefolder:PATH or coop:DATASET (e.g. coop:oxford_pets)")
-    run.add_argument("--shots", type=int, default=16, help="training images per class (default 16)")
+    run.add_argument("--shots", type=_shots, default=16,
+                     help="training images per class (default 16); VQA and captioning: examples per question "
+                          "type or image group, 'full' for the whole training split")
     run.add_argument("--seed", type=int, default=1, help="few-shot sampling and training seed (default 1)")
-    run.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"open_clip model name (default {DEFAULT_BACKBONE})")
+    run.add_argument("--backbone", default=None,
+                     help=f"open_clip model name (default {DEFAULT_BACKBONE}; synthcoca-tiny for VQA and captioning)")
     run.add_argument("--pretrained", default="default", help="weights: default, none, an open_clip tag or a file path")
     run.add_argument("--save", metavar="DIR", help="write the trained adapter checkpoint here")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")

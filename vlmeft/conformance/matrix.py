@@ -11,7 +11,10 @@ they share. A registered method without a record (a third-party entry point, a t
 mutant) gets rows when asked for by id; its category is the one its class declares.
 
 Columns: one ``signature.<key>`` check per key of the leaf signature (see
-:mod:`.signatures`) and the generic checks of :mod:`.checks`.
+:mod:`.signatures`, and :mod:`.generative` for VQA and captioning methods) and the
+generic checks of :mod:`.checks`. Backbones: each row's task kind may declare its own
+(``conformance_backbones``; the generative methods run on captioners); the others use
+:data:`DEFAULT_BACKBONES`.
 
 A method whose module is missing or does not import fails every cell; it is never
 skipped.
@@ -135,10 +138,26 @@ def rows(kb: Any, methods: Iterable[str] | None = None) -> list[Row]:
     return out
 
 
-def cases(kb: Any, backbones: Sequence[str] = DEFAULT_BACKBONES, methods: Iterable[str] | None = None) -> Iterator[Case]:
-    """Every (row, check, backbone) of the matrix, in a stable order."""
+def row_backbones(row: Row, backbones: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Where a row is probed: ``backbones`` when given; else the backbones its task kind
+    declares (``conformance_backbones``: the captioners for VQA and captioning methods), or
+    :data:`DEFAULT_BACKBONES`. A module that does not import keeps the default."""
+    if backbones is not None:
+        return tuple(backbones)
+    try:
+        from vlmeft import kinds
+
+        declared = kinds.of_method(registry.get(row.impl)).conformance_backbones
+    except Exception:  # noqa: BLE001 (its cells report the import error)
+        declared = ()
+    return tuple(declared) or DEFAULT_BACKBONES
+
+
+def cases(kb: Any, backbones: Sequence[str] | None = None, methods: Iterable[str] | None = None) -> Iterator[Case]:
+    """Every (row, check, backbone) of the matrix, in a stable order (``backbones`` None:
+    each row on its kind's backbones, see :func:`row_backbones`)."""
     for row in rows(kb, methods):
-        for backbone in backbones:
+        for backbone in row_backbones(row, backbones):
             for check in CHECKS:
                 yield Case(row.label, check, backbone, row)
 
@@ -257,6 +276,9 @@ class Matrix:
             return out("fail", f"backbone could not be built: {note}")
         if cls.requires_vision_tokens and not bb.is_vit:
             return out("na", f"needs vision tokens; {case.backbone} has a ResNet image tower")
+        generative = not {"vqa", "captioning"}.isdisjoint(cls.tasks)
+        if generative and not getattr(bb, "is_captioner", False):
+            return out("na", f"generates text; {case.backbone} has no text decoder (a captioner such as synthcoca-tiny)")
         self._restore_backbones(values=row.label != self._last_row)
         self._last_row = row.label
         try:
@@ -285,7 +307,7 @@ class Matrix:
         return [self.cell(c) for c in todo]
 
 
-def run_matrix(kb: Any, backbones: Sequence[str] = DEFAULT_BACKBONES, methods: Iterable[str] | None = None,
+def run_matrix(kb: Any, backbones: Sequence[str] | None = None, methods: Iterable[str] | None = None,
                *, device: str = "cpu") -> tuple[list[Cell], dict[str, str]]:
     """All cells, and a note per backbone on its weights."""
     torch.set_grad_enabled(True)

@@ -76,11 +76,16 @@ def _trains(method: Method, images: Tensor, labels: Tensor) -> Observed:
     """Whether the method trains, judged by gradients: some trainable tensor of its own
     receives a non-zero gradient from its training loss on the probe batch. A parameter
     that never gets one is not training, however many are declared."""
+    return _trains_with(method, lambda: method.loss(method(images), labels))
+
+
+def _trains_with(method: Method, loss_fn: Callable[[], Tensor]) -> Observed:
+    """:func:`_trains` for any training loss (``loss_fn()``: the loss on the probe batch)."""
     named = own_trainable(method)
     if not named:
         return Observed(False, "no trainable parameters")
     with torch.enable_grad():
-        loss = method.loss(method(images), labels)
+        loss = loss_fn()
         if not loss.requires_grad:
             return Observed(False, f"{len(named)} trainable tensors, but the training loss has no gradient to any")
         grads = torch.autograd.grad(loss, [q for _, q in named], allow_unused=True)

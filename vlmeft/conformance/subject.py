@@ -154,7 +154,8 @@ class Subject:
         none when the loss does not depend on any trainable tensor (the checks then say
         which declared tensors never moved)."""
         params = method.trainable_parameters()
-        if not params or self.grounding:
+        kind_loss = getattr(self.kind, "probe_loss", None)  # a kind whose training loss is not on logits
+        if not params or (self.grounding and kind_loss is None):
             self.outputs(method)  # still exercise the forward path
             return 0
         opt = torch.optim.SGD(params, lr=lr)
@@ -163,7 +164,7 @@ class Subject:
         labels = self.data.labels.to(self.backbone.device)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            loss = method.loss(method(images), labels)
+            loss = kind_loss(self, method) if kind_loss is not None else method.loss(method(images), labels)
             if not loss.requires_grad:
                 method.eval()
                 return 0

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vlmeft.data.types import ClassificationTask, GroundingSample, SceneTask, Split
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vlmeft.data.vl import VLTask
 from vlmeft.errors import VlmeftError
 from vlmeft.world import draw
 from vlmeft.world.samples import confusable_pairs, render_object, render_scene
@@ -201,21 +205,32 @@ _BUILDERS: dict[str, Callable[[int], ClassificationTask | SceneTask]] = {**_CLAS
 
 
 def task_names() -> list[str]:
-    return list(_BUILDERS)
+    from vlmeft.data import vl
+
+    return [*_BUILDERS, *vl.task_names()]
 
 
 # How messages name a task of each data form (see task_kind).
-DATA_NOUNS = {"classification": "classification task", "scenes": "scene task"}
+DATA_NOUNS = {"classification": "classification task", "scenes": "scene task", "vqa": "VQA task",
+              "captions": "captioning task"}
 
 
 def task_kind(name: str) -> str:
-    """'classification' or 'scenes' (retrieval and grounding), known without building the task."""
-    return "scenes" if name in _SCENE_BUILDERS else "classification"
+    """The task's data form, known without building it: 'classification', 'scenes'
+    (retrieval and grounding), 'vqa' or 'captions' (:mod:`vlmeft.data.vl`)."""
+    from vlmeft.data import vl
+
+    return vl.data_form(name) or ("scenes" if name in _SCENE_BUILDERS else "classification")
 
 
 def is_task_name(name: str) -> bool:
-    """A known task name: an embedded task, ``imagefolder:PATH`` or ``coop:DATASET``."""
+    """A known task name: an embedded task, ``imagefolder:PATH``, ``coop:DATASET``,
+    ``vqa-json:PATH`` or ``captions-json:PATH``."""
+    from vlmeft.data import vl
+
     if name in _BUILDERS or (name.startswith("imagefolder:") and name.split(":", 1)[1].strip()):
+        return True
+    if name in vl.task_names() or any(name.startswith(p) and name[len(p):].strip() for p in vl.PREFIXES):
         return True
     if name.startswith("coop:"):
         from vlmeft.data import coop
@@ -224,13 +239,17 @@ def is_task_name(name: str) -> bool:
     return False
 
 
-def get_task(name: str, seed: int = 0) -> ClassificationTask | SceneTask:
+def get_task(name: str, seed: int = 0) -> ClassificationTask | SceneTask | VLTask:
     """A named task. Cached: treat the returned arrays as read-only. ``coop:DATASET``
     reads the dataset under the data root (``VLMEFT_DATA``; :mod:`vlmeft.data.coop`)."""
     if name.startswith("coop:"):
         from vlmeft.data import coop
 
         return coop.load_task(name)
+    from vlmeft.data import vl
+
+    if vl.data_form(name):  # VQA and captioning (world-vqa, vqa-json:PATH, ...)
+        return vl.get_vl_task(name, seed)
     return _get_task(name, seed)
 
 

@@ -97,9 +97,11 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
     if meta.get("recipe") is not None and meta["recipe"] not in RECIPES:
         raise VlmeftError(f"field 'recipe' must be one of {', '.join(RECIPES)} or null", where=str(path))
-    # Both reach the tokenizer: text only. A grounding-only method (red circle) has no label set.
+    # Both reach the tokenizer: text only. A grounding-only method (red circle) has no label set,
+    # a generative one (captioning, VQA) neither label set nor templates.
+    generative = _generates(meta["method"])
     for key in ("classnames", "templates"):
-        may_be_empty = key == "classnames" and not _classifies(meta["method"])
+        may_be_empty = (key == "classnames" or generative) and not _classifies(meta["method"])
         if (not meta[key] and not may_be_empty) or not all(isinstance(v, str) and v.strip() for v in meta[key]):
             raise VlmeftError(f"field '{key}' must be a non-empty list of non-empty strings", where=str(path))
     return meta
@@ -122,6 +124,12 @@ def _classifies(method_id: str) -> bool:
     from vlmeft import registry
 
     return not registry.is_registered(method_id) or "classification" in registry.get(method_id).tasks
+
+
+def _generates(method_id: str) -> bool:
+    from vlmeft import registry
+
+    return registry.is_registered(method_id) and not ({"vqa", "captioning"}.isdisjoint(registry.get(method_id).tasks))
 
 
 def _read_tensors(path: Path, expected_sha: str) -> dict:

@@ -82,6 +82,9 @@ class TaskKind:
     metrics: tuple[str, ...] = ()
     classifier: bool = True  # its methods read class names and output class logits [B, C]
     observe: Callable[[Any], dict] | None = None  # conformance observers; None: no method is probed as this kind
+    backbone: str = ""  # the backbone `vlmeft run` uses by default ("": the embedded CLIP, synthclip-tiny)
+    curves: tuple[tuple[str, str, str], ...] = ()  # (protocol, metric, label) the site plots against shots
+    conformance_backbones: tuple[str, ...] = ()  # where its methods are probed (empty: the matrix's default)
 
     # ------------------------------------------------------------------ planning
     def task_fits(self, load: Callable[[], Any], protocol: str) -> bool:

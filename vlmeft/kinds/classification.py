@@ -55,6 +55,7 @@ class Classification(TaskKind):
                "target_mean", "missing_targets")
     classifier = True
     observe = staticmethod(ref("vlmeft.conformance.signatures:_observe_classification"))
+    curves = (("few-shot", "accuracy", "accuracy"),)
 
     # ------------------------------------------------------------------ planning
     def task_fits(self, load: Callable[[], Any], protocol: str) -> bool:

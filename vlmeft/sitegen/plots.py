@@ -1,5 +1,7 @@
 """Benchmark plots as PNG bytes (matplotlib, headless Agg backend, no fonts fetched)."""
 
+FULL = 100_000  # == vlmeft.kinds._generative.FULL: shots meaning "the full training split"
+
 from __future__ import annotations
 
 import io
@@ -40,14 +42,20 @@ class Line:
     flat: bool
 
 
-def shot_series(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot") -> list[Line]:
+def shot_series(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot",
+                metric: str = "accuracy") -> list[Line]:
     """The lines of :func:`accuracy_vs_shots` (``aggs`` of one backbone, from
-    :func:`vlmeft.sitegen.sections.aggregate`): mean accuracy and its std over seeds."""
+    :func:`vlmeft.sitegen.sections.aggregate`): the mean ``metric`` and its std over seeds.
+    A full-data point (shots at least :data:`vlmeft.kinds._generative.FULL`) sits one
+    doubling right of the largest shot count (:func:`full_x`)."""
     points: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     for a in aggs:
-        stat = a["stats"].get("accuracy")
+        stat = a["stats"].get(metric)
         if a["task"] == task and a["protocol"] == protocol and stat is not None:
             points[a["method"]].append((a["shots"], stat[0], stat[1]))
+    finite = [p[0] for pts in points.values() for p in pts if 0 < p[0] < FULL]
+    for method, pts in points.items():
+        points[method] = [(full_x(finite) if k >= FULL else k, y, e) for k, y, e in pts]
     trained = [p[0] for pts in points.values() for p in pts if p[0] > 0]
     lo, hi = (min(trained), max(trained)) if trained else (0, 1)
     lines = []
@@ -62,10 +70,16 @@ def shot_series(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot
     return lines
 
 
-def accuracy_vs_shots(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot") -> bytes | None:
+def full_x(shots: list[int]) -> int:
+    """Where "full data" is drawn: one doubling right of the largest shot count."""
+    return 2 * max(shots) if shots else 1
+
+
+def accuracy_vs_shots(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot", metric: str = "accuracy",
+                      label: str = "accuracy") -> bytes | None:
     """Trained methods as curves (error bar = std over seeds) against shots; zero-shot
     methods as dashed horizontal references across the same range (see :class:`Line`)."""
-    lines = shot_series(aggs, task, protocol)
+    lines = shot_series(aggs, task, protocol, metric)
     if not lines:
         return None
     plt = _figure()
@@ -82,9 +96,14 @@ def accuracy_vs_shots(aggs: list[dict[str, Any]], task: str, protocol: str = "fe
             ax.errorbar(line.xs, line.ys, yerr=line.errs, marker="os^vD"[i % 5], capsize=3, color=color,
                         label=line.method)
     ax.set_xscale("symlog", base=2, linthresh=1)
-    ax.set_xlabel("shots per class")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Accuracy vs shots: {task}")
+    full = any(a["shots"] >= FULL for a in aggs if a["task"] == task and a["protocol"] == protocol)
+    if full:  # label the full-data position
+        finite = sorted({a["shots"] for a in aggs if a["task"] == task and a["protocol"] == protocol
+                         and 0 < a["shots"] < FULL})
+        ax.set_xticks([*finite, full_x(finite)], [*map(str, finite), "full"])
+    ax.set_xlabel("shots per class" if protocol == "few-shot" else "examples per group (shots)")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label[0].upper() + label[1:]} vs shots: {task}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(plt, fig)

@@ -109,12 +109,15 @@ def benchmark_page(ctx: Context) -> tuple[str, dict[str, bytes]]:
         if several:
             for bucket in (plot_parts, summary_parts, full_parts):
                 bucket.append(f"### {backbone_label(backbone, weights)}\n\n")
-        for task in sorted({a["task"] for a in aggs if a["protocol"] == "few-shot"}):
-            png = plots.accuracy_vs_shots(aggs, task)
-            if png:
-                path = f"{IMG}/accuracy-vs-shots-{_slug(task)}{tag}.png"
-                images[path] = png
-                plot_parts.append(f"![Accuracy against shots on {md.text(task)}{where}]({rel(src, path)})\n\n")
+        for protocol, metric, label in curves():  # each task kind's score-against-shots curves
+            for task in sorted({a["task"] for a in aggs if a["protocol"] == protocol}):
+                png = plots.accuracy_vs_shots(aggs, task, protocol, metric, label)
+                if png:
+                    stem = "accuracy" if protocol == "few-shot" else f"{_slug(protocol)}-{_slug(label)}"
+                    path = f"{IMG}/{stem}-vs-shots-{_slug(task)}{tag}.png"
+                    images[path] = png
+                    plot_parts.append(f"![{label[0].upper() + label[1:]} against shots on {md.text(task)}{where}]"
+                                      f"({rel(src, path)})\n\n")
         png = plots.base_vs_novel(aggs)
         if png:
             path = f"{IMG}/base-vs-novel{tag}.png"
@@ -162,6 +165,14 @@ def benchmark_page(ctx: Context) -> tuple[str, dict[str, bytes]]:
                 for m, n, mean, top in stability]
         parts.append(md.table(["method", "settings", "mean std (points)", "max std (points)"], body) + "\n")
     return "".join(parts), images
+
+
+def curves() -> list[tuple[str, str, str]]:
+    """``(protocol, metric, label)`` of every score-against-shots plot, as the task kinds
+    declare them (``TaskKind.curves``)."""
+    from vlmeft import kinds
+
+    return [c for kind in kinds.all_kinds() for c in kind.curves]
 
 
 def _full_links(aggs: list[dict], tag: str) -> str:

@@ -20,7 +20,7 @@ CONFORMANCE_STATUSES = ("pass", "fail", "na")
 # classification / source accuracy (grounding: pointing accuracy), base-to-novel, cross-domain
 # (per-domain values live in the row's ``domains`` object), retrieval, grounding's chance level.
 METRICS = ("accuracy", "base", "novel", "hm", "shifted_mean",
-           "r1", "r5", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "chance")
+           "r1", "r5", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "chance", "cider", "bleu4")
 
 
 @dataclass

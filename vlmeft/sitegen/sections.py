@@ -135,11 +135,12 @@ def conformance_section(ctx: Context, method_id: str | None) -> str:
 
 # Section titles and column labels of the benchmark tables, by protocol and metric.
 PROTOCOL_TITLES = {"few-shot": "Few-shot", "base-to-novel": "Base-to-novel", "cross-domain": "Cross-domain",
-                   "retrieval": "Retrieval", "grounding": "Grounding"}
+                   "retrieval": "Retrieval", "grounding": "Grounding", "vqa": "VQA", "captioning": "Captioning"}
 METRIC_LABELS = {"accuracy": "accuracy", "base": "base", "novel": "novel", "hm": "HM", "shifted_mean": "shifted mean",
                  "r1": "R@1", "r5": "R@5", "i2t_r1": "image→text R@1", "i2t_r5": "image→text R@5",
-                 "t2i_r1": "text→image R@1", "t2i_r5": "text→image R@5", "chance": "chance"}
-ACCURACY_LABELS = {"cross-domain": "source accuracy", "grounding": "grounding accuracy"}
+                 "t2i_r1": "text→image R@1", "t2i_r5": "text→image R@5", "chance": "chance", "cider": "CIDEr",
+                 "bleu4": "BLEU-4"}
+ACCURACY_LABELS = {"cross-domain": "source accuracy", "grounding": "grounding accuracy", "vqa": "VQA accuracy"}
 COST = ("train_seconds", "trainable_params")
 
 

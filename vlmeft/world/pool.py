@@ -61,7 +61,11 @@ class LazyPool:
             sample = render_sample(self.seed, i)
             self._images[i] = sample.image
             self._captions[i] = sample.captions
+            self._keep(i, sample)
             self.rendered += 1
+
+    def _keep(self, i: int, sample) -> None:  # noqa: ANN001 (a vlmeft.world.samples.Sample)
+        """What a subclass keeps of a sample besides its image and captions (nothing here)."""
 
     def images_at(self, idx: Sequence[int]) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)

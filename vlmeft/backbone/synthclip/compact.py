@@ -54,11 +54,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_compact(path: Path, compact: dict[str, torch.Tensor]) -> str:
-    """Write atomically; return the file's sha256."""
+def save_compact(path: Path, compact: dict[str, torch.Tensor], fmt: str = FORMAT) -> str:
+    """Write atomically (``fmt`` goes into the file's metadata); return the file's sha256."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(compact, str(tmp), metadata={"format": FORMAT})
+    save_file(compact, str(tmp), metadata={"format": fmt})
     os.chmod(tmp, 0o644)  # safetensors writes owner-only files; the package file is public
     os.replace(tmp, path)
     return sha256_file(path)

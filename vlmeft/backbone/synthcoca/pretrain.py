@@ -1,0 +1,257 @@
+"""Pretraining synthcoca-tiny (an open_clip CoCa) on the world's captions and questions.
+
+Each step draws a batch of world samples exactly as synthclip-tiny's pretraining does
+(indices and caption choice from a generator seeded with ``(seed, step)``), then turns a
+``qa_fraction`` of its rows into a question about the sample's own facts
+(:mod:`vlmeft.world.qa`, pretraining phrasings): ``"what color is the star? red"``. The
+loss is CoCa's (Yu et al. 2022; open_clip's ``CoCaLoss`` weights):
+
+- **contrastive** (weight 1): symmetric InfoNCE between the image latent and the text
+  tower's class-token latent, over the caption rows (identical captions are all positives);
+- **captioning** (weight 2): teacher-forced cross-entropy of the multimodal decoder's
+  next-token logits. Caption rows are scored on every token after the start token;
+  question rows only on the answer and the end token, so answering is generative: the
+  decoder writes the answer after the question.
+
+Resumable and bit-identical on resume, as synthclip's: every batch (rows, captions,
+questions) is a pure function of ``(seed, step)``, and the checkpoint holds the model,
+optimiser and torch RNG state. The model trains on a *compact* vocabulary (the token ids
+the world's captions, questions and answers can contain); export expands the token
+embedding rows and the decoder's output-projection columns back to open_clip's full
+vocabulary (:mod:`.weights`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vlmeft.backbone.synthclip.pretrain import _atomic_json, _atomic_torch_save, clip_loss, lr_at, make_optimizer, \
+    normalise
+from vlmeft.backbone.synthcoca.paths import model_config
+from vlmeft.backbone.synthcoca.recipe import Recipe
+from vlmeft.errors import VlmeftError
+from vlmeft.world.pool import LazyPool
+from vlmeft.world.qa import qa_words, questions
+from vlmeft.world.samples import N_CAPTIONS, Sample
+from vlmeft.world.vocab import caption_words
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "synthcoca-tiny.safetensors"
+IGNORE = -100  # label of a position the captioning loss skips
+
+
+def tokenize(texts: list[str]) -> torch.Tensor:
+    import open_clip
+
+    return open_clip.tokenize(texts, context_length=model_config()["text_cfg"]["context_length"])
+
+
+def vocabulary() -> torch.Tensor:
+    """Every token id a caption, question or answer of the world can contain, sorted
+    (with the start, end and padding tokens)."""
+    return torch.unique(tokenize([*sorted(caption_words() | qa_words()), ".", ",", "?"]))
+
+
+class FactPool(LazyPool):
+    """The lazy pretraining pool, also keeping each sample's facts (for its questions)."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        super().__init__(n, seed)
+        self._facts: list[Sample | None] = [None] * n
+
+    def _keep(self, i: int, sample: Sample) -> None:
+        self._facts[i] = Sample(np.empty(0, np.uint8), [], sample.objects, None, sample.target)
+
+    def facts_at(self, i: int) -> Sample:
+        self._ensure(i)
+        return self._facts[i]  # type: ignore[return-value]
+
+
+@dataclass
+class Data:
+    pool: FactPool
+    used_ids: torch.Tensor  # full-vocabulary id of each compact id (sorted)
+    lookup: torch.Tensor  # full-vocabulary id -> compact id (-1: outside the world's vocabulary)
+    _tokens: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def tokens(self, texts: list[str]) -> torch.Tensor:
+        """Compact token ids [B, L] (tokenized once per distinct text)."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._tokens]
+        if new:
+            ids = self.lookup[tokenize(new)]
+            if bool((ids < 0).any()):
+                bad = new[int((ids < 0).any(dim=1).nonzero()[0])]
+                raise VlmeftError(f"text {bad!r} has a token outside the world's vocabulary")
+            self._tokens.update(zip(new, ids))
+        return torch.stack([self._tokens[t] for t in texts])
+
+    @property
+    def eot(self) -> int:
+        return int(self.lookup[49407])
+
+
+def prepare_data(recipe: Recipe) -> Data:
+    used = vocabulary()
+    lookup = torch.full((int(model_config()["text_cfg"]["vocab_size"]),), -1, dtype=torch.int64)
+    lookup[used] = torch.arange(len(used))
+    return Data(FactPool(recipe.pool_size, recipe.seed), used, lookup)
+
+
+def build_model(n_vocab: int | None = None):
+    """An open_clip CoCa of the synthcoca-tiny architecture (optionally with a compact vocabulary)."""
+    from open_clip.coca_model import CoCa
+
+    cfg = copy.deepcopy(model_config())
+    cfg.pop("custom_text", None)
+    if n_vocab is not None:
+        cfg["text_cfg"]["vocab_size"] = cfg["multimodal_cfg"]["vocab_size"] = n_vocab
+    model = CoCa(**cfg)
+    # open_clip allocates the decoder's output projection with torch.empty and never initialises
+    # it; zeros make the start deterministic (every token equally likely at step 0).
+    torch.nn.init.zeros_(model.text_decoder.text_projection)
+    return model
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # normalised [B, 3, S, S]
+    tokens: torch.Tensor  # compact ids [B, L]
+    labels: torch.Tensor  # next-token targets [B, L - 1] (IGNORE where not scored)
+    caption_rows: torch.Tensor  # bool [B]: the row holds a caption (contrastive loss)
+    caption_ids: torch.Tensor  # [B] equal exactly when two rows hold the same text
+
+
+def batch_at(step: int, data: Data, recipe: Recipe) -> Batch:
+    g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
+    n = len(data.pool)
+    idx = torch.randint(n, (recipe.batch_size,), generator=g)
+    which = torch.randint(N_CAPTIONS, (recipe.batch_size,), generator=g)
+    ask = torch.rand(recipe.batch_size, generator=g) < recipe.qa_fraction
+    images = torch.from_numpy(data.pool.images_at(idx.tolist()))
+    texts, prompts = [], []
+    for row, (i, w, q) in enumerate(zip(idx.tolist(), which.tolist(), ask.tolist())):
+        qa = []
+        if q:
+            rng = np.random.default_rng([recipe.seed, step, row])
+            qa = questions(data.pool.facts_at(i), rng)
+        if qa:
+            pick = qa[int(np.random.default_rng([recipe.seed, step, row, 1]).integers(len(qa)))]
+            texts.append(f"{pick.question} {pick.answer}")
+            prompts.append(pick.question)
+        else:
+            texts.append(data.pool.captions_at(i)[w])
+            prompts.append("")
+    tokens = data.tokens(texts)
+    tokens = tokens[:, : int((tokens != 0).sum(dim=1).max())]  # up to the longest text: causal masks make it exact
+    labels = tokens[:, 1:].clone()
+    labels[labels == 0] = IGNORE  # padding (compact id 0 is the padding token)
+    for row, prompt in enumerate(prompts):
+        if prompt:  # score only the answer and the end token
+            start = int((data.tokens([prompt])[0] != 0).sum()) - 1  # the prompt's tokens without its end token
+            labels[row, : start - 1] = IGNORE
+    caption_rows = torch.tensor([not p for p in prompts])
+    _, caption_ids = np.unique(np.array(texts), return_inverse=True)
+    return Batch(normalise(images), tokens, labels, caption_rows,
+                 torch.from_numpy(caption_ids.reshape(-1).astype(np.int64)))
+
+
+def losses(model, batch: Batch, recipe: Recipe) -> tuple[torch.Tensor, dict[str, float]]:
+    out = model(batch.images, batch.tokens)
+    logits = out["logits"]  # [B, L - 1, V] for tokens[:, :-1]
+    caption = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.labels.reshape(-1), ignore_index=IGNORE)
+    rows = batch.caption_rows
+    contrastive = clip_loss(out["image_features"][rows], out["text_features"][rows], out["logit_scale"],
+                            batch.caption_ids[rows]) if int(rows.sum()) > 1 else caption.new_zeros(())
+    total = recipe.caption_weight * caption + recipe.contrastive_weight * contrastive
+    return total, {"caption": float(caption.detach()), "contrastive": float(contrastive.detach()),
+                   "scale": float(out["logit_scale"].detach())}
+
+
+def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int | None = None,
+             progress: bool = True, log=print) -> dict:
+    """Train (or continue training) and, when the last step is reached, export the weights.
+    ``stop_after`` ends after that many total steps without exporting (an interruption)."""
+    from tqdm import tqdm
+
+    from vlmeft.backbone.synthcoca.weights import export
+
+    torch.set_num_threads(recipe.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+    torch.manual_seed(recipe.seed)
+    data = prepare_data(recipe)
+    model = build_model(len(data.used_ids))
+    opt = make_optimizer(model, recipe)
+    start, wall = 0, 0.0
+    if resume and ckpt_path.is_file():
+        start, wall = _resume(ckpt_path, recipe, data, model, opt)
+        log(f"resuming from step {start} ({ckpt_path})")
+    _atomic_json(asdict(recipe), out / "recipe.json")
+
+    def save_checkpoint(step: int) -> None:
+        _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "torch_rng": torch.get_rng_state(), "recipe": asdict(recipe),
+                            "used_ids": data.used_ids, "wall_s": wall}, ckpt_path)
+
+    end = recipe.steps if stop_after is None else min(recipe.steps, stop_after)
+    model.train()
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=recipe.steps, initial=start, disable=not progress, desc="pretrain", unit="step", mininterval=5.0)
+    t_last = time.time()
+    for step in range(start, end):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, recipe)
+        loss, parts = losses(model, batch_at(step, data, recipe), recipe)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        history.append(parts)
+        now = time.time()
+        wall += now - t_last
+        t_last = now
+        bar.update(1)
+        if (step + 1) % 50 == 0:
+            recent = history[-50:]
+            log(f"step {step + 1}/{recipe.steps} caption {np.mean([h['caption'] for h in recent]):.4f} "
+                f"contrastive {np.mean([h['contrastive'] for h in recent]):.4f} lr {lr_at(step, recipe):.2e} "
+                f"scale {parts['scale']:.1f} wall {wall:.0f}s")
+        if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == end:
+            save_checkpoint(step + 1)
+    bar.close()
+    if end < recipe.steps:
+        return {"step": end, "exported": False}
+    recent = history[-50:]
+    final = {k: float(np.mean([h[k] for h in recent])) for k in ("caption", "contrastive")} if recent else {}
+    return export(model, data.used_ids, recipe, out, final_loss=final, wall_s=wall)
+
+
+def _resume(ckpt_path: Path, recipe: Recipe, data: Data, model, opt) -> tuple[int, float]:  # noqa: ANN001
+    try:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        bad = recipe.compatible(ck["recipe"])
+        if bad:
+            raise VlmeftError(f"checkpoint recipe differs in {', '.join(bad)}; use --no-resume or another --out",
+                              where=str(ckpt_path))
+        if not torch.equal(ck["used_ids"], data.used_ids):
+            raise VlmeftError("checkpoint vocabulary differs from this world's", where=str(ckpt_path))
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["torch_rng"])
+        return int(ck["step"]), float(ck.get("wall_s", 0.0))
+    except VlmeftError:
+        raise
+    except Exception as err:  # noqa: BLE001 - truncated, tampered or foreign: torch/pickle raise many types
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise VlmeftError(f"damaged checkpoint ({type(err).__name__}: {reason}); delete it or use --no-resume",
+                          where=str(ckpt_path)) from None
