@@ -48,7 +48,10 @@ def test_rows_come_from_the_knowledge_base() -> None:
     labels = {c.method for c in CASES}
     variants = {f"{i}:{v}" for i in ids for v in declared_variants(KB.methods[i].implementation.id)}
     assert labels == ids | variants and variants
-    assert len(CASES) == len(labels) * len(CHECKS) * len(DEFAULT_BACKBONES)
+    per_row = {c.method: {d.backbone for d in CASES if d.method == c.method} for c in CASES}
+    assert len(CASES) == sum(len(b) for b in per_row.values()) * len(CHECKS)
+    # Classifiers and grounding methods run on the default backbones, generative ones on the captioners.
+    assert per_row["coop"] == set(DEFAULT_BACKBONES) and per_row["vl-adapter"] == {"synthcoca-tiny", "vlmeft-tiny-coca"}
     # every signature key of the schema is a column
     assert {c.check for c in CASES} >= {f"signature.{k}" for k in SIGNATURE_KEYS}
 
@@ -57,7 +60,7 @@ def test_adding_a_record_adds_its_rows() -> None:
     extra = KB.methods["vp"].model_copy(update={"id": "vp-variant"})
     view = SimpleNamespace(methods={**KB.methods, "vp-variant": extra}, categories=KB.categories)
     grown = list(cases(view))
-    assert len(grown) - len(CASES) == len(CHECKS) * len(DEFAULT_BACKBONES)
+    assert len(grown) - len(CASES) == len(CHECKS) * len(DEFAULT_BACKBONES)  # vp: a classifier's backbones
     assert {c.method for c in grown} - {c.method for c in CASES} == {"vp-variant"}
 
 

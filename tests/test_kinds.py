@@ -57,15 +57,18 @@ KIND = Counting()
 
 def test_each_existing_kind_is_one_module_declaring_everything():
     found = {k.name: k for k in kinds.all_kinds()}
-    assert list(found) == ["classification", "retrieval", "grounding"]
+    assert list(found) == ["classification", "retrieval", "grounding", "vqa", "captioning"]
     for name, kind in found.items():
         assert type(kind).__module__ == f"vlmeft.kinds.{name}"  # the class and KIND live in one module
-        assert kind.protocols and kind.metrics and kind.data in ("classification", "scenes")
-        assert type(kind).measure is not kinds.TaskKind.measure  # its evaluator
+        assert kind.protocols and kind.metrics and kind.data in ("classification", "scenes", "vqa", "captions")
+        assert kind.measure.__func__ is not kinds.TaskKind.measure  # its evaluator (own or a shared base's)
     assert kinds.protocols() == ("few-shot", "base-to-novel", "cross-domain", "cross-dataset",
-                                 "domain-generalisation", "retrieval", "grounding")
+                                 "domain-generalisation", "retrieval", "grounding", "vqa", "captioning")
     assert kinds.shot_protocols() == ("few-shot", "base-to-novel", "cross-domain", "cross-dataset",
-                                      "domain-generalisation")
+                                      "domain-generalisation", "vqa", "captioning")
+    # The generative kinds declare their own default backbone and conformance backbones.
+    assert found["vqa"].backbone == found["captioning"].backbone == "synthcoca-tiny"
+    assert found["captioning"].conformance_backbones == ("synthcoca-tiny", "vlmeft-tiny-coca")
     # The method kinds carry conformance observers; retrieval runs classifiers, so it has none.
     assert found["classification"].observe is not None and found["grounding"].observe is not None
     assert found["retrieval"].observe is None and not found["grounding"].classifier

@@ -18,7 +18,7 @@ CLASSIFICATION = ["digits", "shapes", "colors", "color-shape"]
 
 
 def test_names_and_errors():
-    assert task_names() == ["digits", "shapes", "colors", "color-shape", "scenes"]
+    assert task_names() == ["digits", "shapes", "colors", "color-shape", "scenes", "world-vqa", "world-captions"]
     with pytest.raises(VlmeftError, match="unknown task 'shape'.*shapes"):
         get_task("shape")
     with pytest.raises(VlmeftError, match="seed"):

@@ -39,6 +39,16 @@ def blocks(backbone, tower: str) -> nn.ModuleList:  # noqa: ANN001 (a Captioner)
     raise ValueError(tower)
 
 
+def parse_towers(text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """``"text,decoder"`` -> ``("text", "decoder")``; a one-line ``--set`` error otherwise."""
+    from vlmeft.errors import VlmeftError
+
+    towers = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not towers or set(towers) - set(allowed):
+        raise VlmeftError(f"towers must name {' and/or '.join(allowed)}, got {text!r}", where="--set")
+    return towers
+
+
 def width(backbone, tower: str) -> int:  # noqa: ANN001
     return int(blocks(backbone, tower)[0].ln_1.weight.shape[0])
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from vlmeft import registry
-from vlmeft.decoder_adapters import LowRank, blocks, width
+from vlmeft.decoder_adapters import LowRank, blocks, parse_towers, width
 from vlmeft.errors import VlmeftError
 from vlmeft.generative import GenerativeConfig, GenerativeMethod
 from vlmeft.recipes import Source
@@ -66,9 +66,7 @@ class Config(GenerativeConfig):
             raise VlmeftError(f"rank must be >= 1, got {self.rank}", where="--set")
         if not self.targets or set(self.targets) - set("qkv"):
             raise VlmeftError(f"targets must be letters of 'qkv', got {self.targets!r}", where="--set")
-        towers = [t.strip() for t in self.towers.split(",")]
-        if not towers or set(towers) - set(_TOWERS):
-            raise VlmeftError(f"towers must name {' and/or '.join(_TOWERS)}, got {self.towers!r}", where="--set")
+        parse_towers(self.towers, _TOWERS)
 
 
 @registry.register
@@ -82,7 +80,7 @@ class DecoderLoRA(GenerativeMethod):
     def __init__(self, backbone, classnames=(), templates=(), config: Config | None = None) -> None:
         super().__init__(backbone, classnames, templates, config)
         cfg = self.config
-        self.adapted_towers = tuple(t.strip() for t in cfg.towers.split(","))
+        self.adapted_towers = parse_towers(cfg.towers, _TOWERS)
         self.lora = nn.ModuleDict()
         for tower in self.adapted_towers:
             d = width(backbone, tower)

@@ -32,7 +32,7 @@ from torch import nn
 
 from vlmeft import registry
 from vlmeft.backbone.captioner import ExtraKV
-from vlmeft.decoder_adapters import blocks, width
+from vlmeft.decoder_adapters import blocks, parse_towers, width
 from vlmeft.errors import VlmeftError
 from vlmeft.generative import GenerativeConfig, GenerativeMethod
 from vlmeft.recipes import Source
@@ -62,9 +62,7 @@ class Config(GenerativeConfig):
         super().validate()
         if self.prefix_length < 1 or self.mid_dim < 1:
             raise VlmeftError("prefix_length and mid_dim must be >= 1", where="--set")
-        towers = [t.strip() for t in self.towers.split(",")]
-        if not towers or set(towers) - set(_TOWERS):
-            raise VlmeftError(f"towers must name {' and/or '.join(_TOWERS)}, got {self.towers!r}", where="--set")
+        parse_towers(self.towers, _TOWERS)
 
 
 @registry.register
@@ -78,7 +76,7 @@ class PrefixTuning(GenerativeMethod):
     def __init__(self, backbone, classnames=(), templates=(), config: Config | None = None) -> None:
         super().__init__(backbone, classnames, templates, config)
         cfg = self.config
-        self.adapted_towers = tuple(t.strip() for t in cfg.towers.split(","))
+        self.adapted_towers = parse_towers(cfg.towers, _TOWERS)
         self.slots = [(t, i) for t in self.adapted_towers for i in range(len(blocks(backbone, t)))]
         d = width(backbone, self.adapted_towers[0])
         if any(width(backbone, t) != d for t in self.adapted_towers):

@@ -26,9 +26,9 @@ import torch
 from torch import Tensor
 
 from vlmeft.conformance.signatures import (
-    Observed, _crossmodal, _fmt, _grad_wrt_text_prompts, _max_diff, _Probe, _trains_with,
+    Observed, _crossmodal, _fmt, _grad_wrt_text_prompts, _max_diff, _Probe, _trains_with, observe_image_input,
 )
-from vlmeft.conformance.subject import Subject, capture_pixels, own_trainable
+from vlmeft.conformance.subject import Subject, own_trainable
 
 
 def _text_positions(method: Any, tokens: Tensor, memory: Any) -> Tensor:
@@ -100,27 +100,7 @@ def observe(subject: Subject) -> dict[str, Observed | Exception]:
     p.run("text_depends_on_image", text_dep)
     p.run("image_depends_on_text", image_dep)
 
-    def pixels() -> Observed:
-        with capture_pixels(bb) as seen, torch.no_grad():
-            m.encode_images(imgs)
-        if not seen:
-            return Observed(None, "the method never reached the image tower")
-        diff = max(_max_diff(s, imgs.to(s.dtype)) for s in seen)
-        return Observed(diff > 1e-5, f"max |encoder input - input image| = {_fmt(diff)}")
-
-    p.run("pixels_change", pixels)
-    p.run("pixels_change_only_in_marker", lambda: Observed(
-        None, "the marker-region probe needs a grounding method (ground() with boxes and marker_mask())"))
-
-    def tokens_grow() -> Observed:
-        bb.last_vision_seq_len = None
-        with torch.no_grad():
-            m.encode_images(imgs)
-        seq = bb.last_vision_seq_len
-        base = 1 + bb.num_patches
-        return Observed(seq is not None and seq > base, f"vision sequence {seq} tokens, frozen model {base}")
-
-    p.run("vision_tokens_grow", tokens_grow)
+    observe_image_input(p, bb, imgs, lambda: m.encode_images(imgs))
     p.run("vision_prompt_grad_wrt_text_prompt",
           lambda: _grad_wrt_text_prompts(m, lambda: flat(m.encode_images(imgs))))
 

@@ -182,9 +182,27 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
     p.run("text_depends_on_image", text_dep)
     p.run("image_depends_on_text", image_dep)
 
+    observe_image_input(p, bb, imgs, lambda: m(imgs))
+    p.run("vision_prompt_grad_wrt_text_prompt", lambda: _grad_wrt_text_prompts(m, lambda: m.image_features(imgs)))
+
+    def crossmodal() -> Observed:
+        with torch.enable_grad():
+            img_side = _nonzero_grad_params(m, m.image_features(imgs), seed=3)
+            txt_side = _nonzero_grad_params(m, m.text_features(frozen.detach()), seed=4)
+        return _crossmodal(p.out.get("text_depends_on_image", Exception()), p.out.get("image_depends_on_text", Exception()),
+                           img_side & txt_side)
+
+    p.run("crossmodal_dependence", crossmodal)
+    return p.out
+
+
+def observe_image_input(p: _Probe, bb: Any, imgs: Tensor, forward: Callable[[], Any]) -> None:
+    """``pixels_change``, ``pixels_change_only_in_marker`` and ``vision_tokens_grow`` of a
+    method whose ``forward()`` encodes ``imgs`` (classification and generative methods)."""
+
     def pixels() -> Observed:
         with capture_pixels(bb) as seen, torch.no_grad():
-            m(imgs)
+            forward()
         if not seen:
             return Observed(None, "forward never reached the image tower")
         diff = max(_max_diff(s, imgs.to(s.dtype)) for s in seen)
@@ -197,7 +215,7 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
     def tokens() -> Observed:
         bb.last_vision_seq_len = None
         with torch.no_grad():
-            m(imgs)
+            forward()
         seq = bb.last_vision_seq_len
         if not bb.is_vit:
             return Observed(False, "ResNet image tower: no token sequence")
@@ -205,17 +223,6 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
         return Observed(seq is not None and seq > base, f"vision sequence {seq} tokens, frozen model {base}")
 
     p.run("vision_tokens_grow", tokens)
-    p.run("vision_prompt_grad_wrt_text_prompt", lambda: _grad_wrt_text_prompts(m, lambda: m.image_features(imgs)))
-
-    def crossmodal() -> Observed:
-        with torch.enable_grad():
-            img_side = _nonzero_grad_params(m, m.image_features(imgs), seed=3)
-            txt_side = _nonzero_grad_params(m, m.text_features(frozen.detach()), seed=4)
-        return _crossmodal(p.out.get("text_depends_on_image", Exception()), p.out.get("image_depends_on_text", Exception()),
-                           img_side & txt_side)
-
-    p.run("crossmodal_dependence", crossmodal)
-    return p.out
 
 
 def _observe_grounding(subject: Subject) -> dict[str, Observed | Exception]:

@@ -21,11 +21,12 @@ def config_dir() -> Path:
     return HERE
 
 
-@lru_cache(maxsize=1)
-def _config_text() -> str:
-    return (HERE / f"{CONFIG_NAME}.json").read_text()
+@lru_cache(maxsize=4)
+def config_text(folder: Path, name: str) -> str:
+    """The text of ``folder/name.json`` (an open_clip model config), read once."""
+    return (folder / f"{name}.json").read_text()
 
 
 def model_config() -> dict:
     """A fresh copy of the open_clip model config."""
-    return json.loads(_config_text())
+    return json.loads(config_text(HERE, CONFIG_NAME))

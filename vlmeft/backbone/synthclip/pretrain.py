@@ -77,11 +77,17 @@ class Data:
         return torch.stack([self._tokens[c] for c in captions])
 
 
+def lookup_table(used_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Full-vocabulary id -> compact id (-1 for ids outside ``used_ids``)."""
+    lookup = torch.full((vocab_size,), -1, dtype=torch.int64)
+    lookup[used_ids] = torch.arange(len(used_ids))
+    return lookup
+
+
 def prepare_data(recipe: Recipe, progress: bool = True) -> Data:  # noqa: ARG001 (nothing to render up front)
     used = vocabulary()
-    lookup = torch.full((int(model_config()["text_cfg"]["vocab_size"]),), -1, dtype=torch.int64)
-    lookup[used] = torch.arange(len(used))
-    return Data(open_pool(recipe.pool_size, recipe.seed), used, lookup)
+    return Data(open_pool(recipe.pool_size, recipe.seed), used,
+                lookup_table(used, int(model_config()["text_cfg"]["vocab_size"])))
 
 
 def build_model(n_vocab: int | None = None):
@@ -179,24 +185,7 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
     opt = make_optimizer(model, recipe)
     start, wall = 0, 0.0
     if resume and ckpt_path.is_file():
-        try:
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            bad = recipe.compatible(ck["recipe"])
-            if bad:
-                raise VlmeftError(f"checkpoint recipe differs in {', '.join(bad)}; use --no-resume or another --out",
-                                  where=str(ckpt_path))
-            if not torch.equal(ck["used_ids"], data.used_ids):
-                raise VlmeftError("checkpoint vocabulary differs from this world's", where=str(ckpt_path))
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            torch.set_rng_state(ck["torch_rng"])
-            start, wall = int(ck["step"]), float(ck.get("wall_s", 0.0))
-        except VlmeftError:
-            raise
-        except Exception as err:  # noqa: BLE001 - truncated, tampered or foreign: torch/pickle raise many types
-            reason = " ".join(str(err).split())[:160] or type(err).__name__
-            raise VlmeftError(f"damaged checkpoint ({type(err).__name__}: {reason}); "
-                              "delete it or use --no-resume", where=str(ckpt_path)) from None
+        start, wall = load_checkpoint(ckpt_path, recipe, data.used_ids, model, opt)
         log(f"resuming from step {start} ({ckpt_path})")
     _atomic_json(asdict(recipe), out / "recipe.json")
 
@@ -238,6 +227,30 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
         return {"step": end, "exported": False}
     return export(model, data.used_ids, recipe, out, final_loss=float(np.mean(losses[-50:])) if losses else None,
                   wall_s=wall)
+
+
+def load_checkpoint(ckpt_path: Path, recipe, used_ids: torch.Tensor, model, opt) -> tuple[int, float]:  # noqa: ANN001
+    """Restore model, optimiser and torch RNG from a pretraining checkpoint; returns
+    ``(step, wall seconds so far)``. A checkpoint of another recipe or vocabulary, or a damaged
+    one, is a one-line error naming the file."""
+    try:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        bad = recipe.compatible(ck["recipe"])
+        if bad:
+            raise VlmeftError(f"checkpoint recipe differs in {', '.join(bad)}; use --no-resume or another --out",
+                              where=str(ckpt_path))
+        if not torch.equal(ck["used_ids"], used_ids):
+            raise VlmeftError("checkpoint vocabulary differs from this world's", where=str(ckpt_path))
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["torch_rng"])
+        return int(ck["step"]), float(ck.get("wall_s", 0.0))
+    except VlmeftError:
+        raise
+    except Exception as err:  # noqa: BLE001 - truncated, tampered or foreign: torch/pickle raise many types
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise VlmeftError(f"damaged checkpoint ({type(err).__name__}: {reason}); "
+                          "delete it or use --no-resume", where=str(ckpt_path)) from None
 
 
 def export(model, used_ids: torch.Tensor, recipe: Recipe, out: Path, **train_info) -> dict:

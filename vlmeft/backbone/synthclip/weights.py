@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,12 +47,17 @@ def checkpoint_path(folder: Path | None = None) -> Path:
 
     Written once per weights hash into $VLMEFT_CACHE (default ~/.cache/vlmeft) and reused;
     its own sha256 is recorded next to it and re-checked on every call."""
-    info = shipped_info(folder)
-    path = _cache_dir() / f"{CONFIG_NAME}-{info['sha256'][:16]}.safetensors"
+    return materialise(shipped_info(folder), CONFIG_NAME, lambda: state_dict(folder))
+
+
+def materialise(info: dict, name: str, state: Callable[[], dict[str, torch.Tensor]]) -> Path:
+    """The cached full checkpoint of weights described by ``info`` (``state()`` builds its
+    state dict when the cache lacks it)."""
+    path = _cache_dir() / f"{name}-{info['sha256'][:16]}.safetensors"
     mark = path.with_name(path.name + ".sha256")
     if path.is_file() and mark.is_file() and compact.sha256_file(path) == mark.read_text().strip():
         return path
-    state = state_dict(folder)
+    state = state()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))

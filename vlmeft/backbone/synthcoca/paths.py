@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
-from vlmeft.backbone.synthclip.paths import MEAN, STD  # the same world, the same normalisation
+from vlmeft.backbone.synthclip.paths import MEAN, STD, config_text  # the same world, the same normalisation
 
 CONFIG_NAME = "synthcoca-tiny"
 HERE = Path(__file__).resolve().parent
@@ -19,11 +18,6 @@ def config_dir() -> Path:
     return HERE
 
 
-@lru_cache(maxsize=1)
-def _config_text() -> str:
-    return (HERE / f"{CONFIG_NAME}.json").read_text()
-
-
 def model_config() -> dict:
     """A fresh copy of the open_clip model config."""
-    return json.loads(_config_text())
+    return json.loads(config_text(HERE, CONFIG_NAME))

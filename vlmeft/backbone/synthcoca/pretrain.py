@@ -26,18 +26,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vlmeft.backbone.synthclip import pretrain as synthclip_pretrain
 from vlmeft.backbone.synthclip.pretrain import _atomic_json, _atomic_torch_save, clip_loss, lr_at, make_optimizer, \
     normalise
 from vlmeft.backbone.synthcoca.paths import model_config
 from vlmeft.backbone.synthcoca.recipe import Recipe
-from vlmeft.errors import VlmeftError
 from vlmeft.world.pool import LazyPool
 from vlmeft.world.qa import qa_words, questions
 from vlmeft.world.samples import N_CAPTIONS, Sample
@@ -75,34 +75,17 @@ class FactPool(LazyPool):
         return self._facts[i]  # type: ignore[return-value]
 
 
-@dataclass
-class Data:
+class Data(synthclip_pretrain.Data):
+    """synthclip's compact-vocabulary data (tokens: compact ids, tokenized once per text), on
+    the fact-keeping pool."""
+
     pool: FactPool
-    used_ids: torch.Tensor  # full-vocabulary id of each compact id (sorted)
-    lookup: torch.Tensor  # full-vocabulary id -> compact id (-1: outside the world's vocabulary)
-    _tokens: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def tokens(self, texts: list[str]) -> torch.Tensor:
-        """Compact token ids [B, L] (tokenized once per distinct text)."""
-        new = [t for t in dict.fromkeys(texts) if t not in self._tokens]
-        if new:
-            ids = self.lookup[tokenize(new)]
-            if bool((ids < 0).any()):
-                bad = new[int((ids < 0).any(dim=1).nonzero()[0])]
-                raise VlmeftError(f"text {bad!r} has a token outside the world's vocabulary")
-            self._tokens.update(zip(new, ids))
-        return torch.stack([self._tokens[t] for t in texts])
-
-    @property
-    def eot(self) -> int:
-        return int(self.lookup[49407])
 
 
 def prepare_data(recipe: Recipe) -> Data:
     used = vocabulary()
-    lookup = torch.full((int(model_config()["text_cfg"]["vocab_size"]),), -1, dtype=torch.int64)
-    lookup[used] = torch.arange(len(used))
-    return Data(FactPool(recipe.pool_size, recipe.seed), used, lookup)
+    return Data(FactPool(recipe.pool_size, recipe.seed), used,
+                synthclip_pretrain.lookup_table(used, int(model_config()["text_cfg"]["vocab_size"])))
 
 
 def build_model(n_vocab: int | None = None):
@@ -193,7 +176,7 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
     opt = make_optimizer(model, recipe)
     start, wall = 0, 0.0
     if resume and ckpt_path.is_file():
-        start, wall = _resume(ckpt_path, recipe, data, model, opt)
+        start, wall = synthclip_pretrain.load_checkpoint(ckpt_path, recipe, data.used_ids, model, opt)
         log(f"resuming from step {start} ({ckpt_path})")
     _atomic_json(asdict(recipe), out / "recipe.json")
 
@@ -234,24 +217,3 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
     recent = history[-50:]
     final = {k: float(np.mean([h[k] for h in recent])) for k in ("caption", "contrastive")} if recent else {}
     return export(model, data.used_ids, recipe, out, final_loss=final, wall_s=wall)
-
-
-def _resume(ckpt_path: Path, recipe: Recipe, data: Data, model, opt) -> tuple[int, float]:  # noqa: ANN001
-    try:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        bad = recipe.compatible(ck["recipe"])
-        if bad:
-            raise VlmeftError(f"checkpoint recipe differs in {', '.join(bad)}; use --no-resume or another --out",
-                              where=str(ckpt_path))
-        if not torch.equal(ck["used_ids"], data.used_ids):
-            raise VlmeftError("checkpoint vocabulary differs from this world's", where=str(ckpt_path))
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
-        return int(ck["step"]), float(ck.get("wall_s", 0.0))
-    except VlmeftError:
-        raise
-    except Exception as err:  # noqa: BLE001 - truncated, tampered or foreign: torch/pickle raise many types
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
-        raise VlmeftError(f"damaged checkpoint ({type(err).__name__}: {reason}); delete it or use --no-resume",
-                          where=str(ckpt_path)) from None

@@ -16,14 +16,12 @@ that restriction.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from vlmeft.backbone.synthclip import compact
-from vlmeft.backbone.synthclip.weights import _cache_dir, _write_json
+from vlmeft.backbone.synthclip.weights import _write_json, materialise
 from vlmeft.backbone.synthclip.weights import install as _install
 from vlmeft.backbone.synthclip.weights import record_eval as _record_eval
 from vlmeft.backbone.synthclip.weights import sha256 as _sha256
@@ -111,20 +109,7 @@ def vocabulary_ids(folder: Path | None = None) -> torch.Tensor:
 def checkpoint_path(folder: Path | None = None) -> Path:
     """A full fp32 safetensors checkpoint plain open_clip loads as ``pretrained=`` (cached
     per weights hash in $VLMEFT_CACHE, its own sha256 re-checked on every call)."""
-    info = shipped_info(folder)
-    path = _cache_dir() / f"{CONFIG_NAME}-{info['sha256'][:16]}.safetensors"
-    mark = path.with_name(path.name + ".sha256")
-    if path.is_file() and mark.is_file() and compact.sha256_file(path) == mark.read_text().strip():
-        return path
-    state = state_dict(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
-    tmpm = mark.with_name(mark.name + ".tmp")
-    tmpm.write_text(compact.sha256_file(path) + "\n")
-    os.replace(tmpm, mark)
-    return path
+    return materialise(shipped_info(folder), CONFIG_NAME, lambda: state_dict(folder))
 
 
 def full_state(model, used_ids: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: ANN001
