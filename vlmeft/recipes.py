@@ -21,7 +21,7 @@ A new method's author writes the paper recipe as Config defaults, cites it in
         embedded: ClassVar[dict[str, Any]] = {"lr": 0.05}  # val evidence: module notes
 
 The default recipe depends on the backbone (:func:`default_recipe`): ``embedded`` on
-synthclip-tiny with its shipped weights, ``paper`` everywhere else. This module never
+synthclip-tiny and synthcoca-tiny with their shipped weights, ``paper`` everywhere else. This module never
 imports torch (the CLI lists the recipes at start-up).
 """
 
@@ -43,6 +43,9 @@ RECIPES: tuple[Recipe, ...] = ("paper", "embedded")
 # (== vlmeft.backbone.DEFAULT_BACKBONE, spelled out to stay torch-free).
 EMBEDDED_BACKBONE = "synthclip-tiny"
 _SHIPPED_WEIGHTS_PREFIX = "synthclip:"  # Backbone.weights_id of the shipped weights
+# Every embedded backbone -> the weights_id prefix of its shipped weights: synthclip-tiny (the
+# classification methods' calibrations) and synthcoca-tiny (the generative methods').
+EMBEDDED_BACKBONES = {EMBEDDED_BACKBONE: _SHIPPED_WEIGHTS_PREFIX, "synthcoca-tiny": "synthcoca:"}
 
 # What every method's embedded recipe shares: how the committed benchmark was run
 # before the paper recipes existed. A method's ``Config.embedded`` adds to it.
@@ -94,9 +97,10 @@ def default_recipe(backbone: Any) -> Recipe:
     backbone. ``backbone`` is a :class:`~vlmeft.backbone.wrapper.Backbone` or a model name
     (a name alone stands for its default weights)."""
     if isinstance(backbone, str):
-        return "embedded" if backbone == EMBEDDED_BACKBONE else "paper"
-    shipped = str(getattr(backbone, "weights_id", "")).startswith(_SHIPPED_WEIGHTS_PREFIX)
-    return "embedded" if getattr(backbone, "name", None) == EMBEDDED_BACKBONE and shipped else "paper"
+        return "embedded" if backbone in EMBEDDED_BACKBONES else "paper"
+    prefix = EMBEDDED_BACKBONES.get(getattr(backbone, "name", None) or "")
+    shipped = prefix is not None and str(getattr(backbone, "weights_id", "")).startswith(prefix)
+    return "embedded" if shipped else "paper"
 
 
 def recipe_values(config_cls: type[MethodConfig], recipe: str) -> dict[str, Any]:

@@ -36,6 +36,9 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 # Shared code every method's result depends on, besides its own module.
 _SHARED_CODE = ("method.py", "prompting.py", "adapters_common.py", "engine/train.py", "engine/schedule.py",
                 "data/protocol.py", "data/augment.py", "recipes.py")
+# ... and, for the generative (VQA, captioning) methods, the generative stack.
+_GENERATIVE_CODE = ("generative.py", "decoder_adapters.py", "engine/generative.py", "backbone/captioner.py",
+                    "kinds/_generative.py", "data/vl.py")
 
 
 @lru_cache(maxsize=None)
@@ -46,10 +49,13 @@ def code_fingerprint(method: str) -> str:
 
     root = Path(__file__).resolve().parents[1]  # the vlmeft package
     try:
-        files = [Path(inspect.getsourcefile(registry.get(method)) or "")]
+        cls = registry.get(method)
+        files = [Path(inspect.getsourcefile(cls) or "")]
     except (VlmeftError, ImportError, AttributeError, TypeError):
         return ""  # no longer registered or importable: never counts as current
     files += [root / name for name in _SHARED_CODE]
+    if "vqa" in cls.tasks or "captioning" in cls.tasks:
+        files += [root / name for name in _GENERATIVE_CODE]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())

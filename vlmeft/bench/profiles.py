@@ -153,6 +153,7 @@ PROFILES: dict[str, Profile] = {
             ProtocolPlan("captioning", ("world-captions",), (1, 4, 16, 64, FULL_DATA)),
         ),
         seeds=(1, 2, 3),
+        methods=("coca", *_VL_METHODS),
         overrides={m: dict(_VL_BUDGET) for m in _VL_METHODS},
         budget_seconds=3600,
         backbone="synthcoca-tiny",

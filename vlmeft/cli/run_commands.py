@@ -361,7 +361,10 @@ def _eval(args: argparse.Namespace) -> int:
     from vlmeft.data import protocol
     from vlmeft.engine import checkpoint, evaluate
 
-    _method_class(args.method)
+    from vlmeft.data.tasks import task_kind
+
+    generative = task_kind(args.task) in ("vqa", "captions")
+    _method_class(args.method, ("vqa", "captioning") if generative else "classification")
     meta = checkpoint.read_config(args.checkpoint)
     where = f"{args.checkpoint}/{checkpoint.CONFIG_FILE}"
     if meta["method"] != args.method:
@@ -371,6 +374,8 @@ def _eval(args: argparse.Namespace) -> int:
     recipe = meta.get("recipe")
     if args.recipe is not None and recipe is not None and args.recipe != recipe:
         raise VlmeftError(f"this checkpoint was trained with the {recipe} recipe, not {args.recipe}", where=where)
+    if generative:
+        return _eval_generative(args, meta, recipe)
     task = load_task(args.task)
     if args.subset != "all":
         base, novel = protocol.base_novel(task)
@@ -390,6 +395,37 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json({"method": args.method, "task": args.task, "subset": args.subset, "domain": args.domain,
                     "checkpoint": str(args.checkpoint), "backbone": backbone.name, "recipe": recipe, "accuracy": acc})
+    return 0
+
+
+def _eval_generative(args: argparse.Namespace, meta: dict[str, Any], recipe: str | None) -> int:
+    """A VQA / captioning checkpoint scored on a generative task's test split (or a shifted one)."""
+    from vlmeft import kinds
+    from vlmeft.backbone import load_backbone
+    from vlmeft.data.tasks import get_task, task_kind
+    from vlmeft.engine import checkpoint
+
+    _check_task_name(args.task)
+    task = get_task(args.task)
+    kind = next(k for k in kinds.all_kinds() if k.data == task_kind(args.task))
+    saved = meta["backbone"]
+    backbone = load_backbone(args.backbone or saved.get("name"),
+                             args.pretrained if args.pretrained is not None else (saved.get("pretrained") or None))
+    kind.check_task(task, backbone)
+    method = checkpoint.load(args.checkpoint, backbone, method=args.method)
+    split = task.test if args.domain is None else task.shifted.get(args.domain)
+    if split is None:
+        raise VlmeftError(f"task '{args.task}' has no domain '{args.domain}'; domains: "
+                          f"{', '.join(sorted(task.shifted)) or 'none'}", where="--domain")
+    method.check_generation([e.prompt for e in split.examples], kind.max_new(method.config),
+                            where=f"--set {kind.length_setting()}")
+    scores = {k: v for k, v in kind.score(method, split).items() if isinstance(v, float)}
+    shown = "  ".join(f"{label} {kind.fmt(scores[key])}" for key, label in kind.metrics_shown())
+    print(f"{args.method} from {args.checkpoint} on {args.task} ({len(split)} examples): {shown}; "
+          f"recipe {recipe or 'not recorded'}")
+    if args.json:
+        _emit_json({"method": args.method, "task": args.task, "domain": args.domain, "checkpoint": str(args.checkpoint),
+                    "backbone": backbone.name, "recipe": recipe, **scores})
     return 0
 
 
