@@ -19,6 +19,7 @@ from vlmeft.errors import VlmeftError
 COMMAND_MODULES = (
     "vlmeft.cli.kb_commands",  # list, show, cite, tree, validate, schema
     "vlmeft.cli.run_commands",  # run, eval, params, methods
+    "vlmeft.cli.use_commands",  # predict, export
     "vlmeft.cli.backbone_commands",  # backbone pretrain / info / evaluate
     "vlmeft.cli.conformance_commands",  # conformance
     "vlmeft.cli.bench_commands",  # bench

@@ -11,6 +11,8 @@ import sys
 
 
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
+    from vlmeft.cli.runtime_args import add_device_args
+
     p = sub.add_parser(
         "conformance",
         help="check every implemented method against its category's behavioural signature",
@@ -23,6 +25,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.add_argument("--method", action="append", metavar="ID", help="only this record (repeatable)")
     p.add_argument("--write", metavar="DIR", help="also write DIR/conformance.json and DIR/conformance.md")
     p.add_argument("--kb", metavar="DIR", help="taxonomy folder to read (default: the shipped one)")
+    add_device_args(p, default="cpu")  # the committed matrix was computed on the CPU
     p.set_defaults(func=run)
 
 
@@ -33,10 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from vlmeft.conformance.matrix import DEFAULT_BACKBONES, run_matrix, shared_records
     from vlmeft.kb.load import load_kb
 
+    from vlmeft.cli.runtime_args import device
+
+    dev = str(device(args))
     kb = load_kb(args.kb)
     backbones = tuple(dict.fromkeys(args.backbone)) if args.backbone else DEFAULT_BACKBONES
     torch.manual_seed(0)
-    cells, notes = run_matrix(kb, backbones, args.method)
+    cells, notes = run_matrix(kb, backbones, args.method, device=dev)
     shared = shared_records(kb)
     if args.write:
         for path in report.write(args.write, cells, notes, shared):

@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Any
 
+from vlmeft.cli import runtime_args
 from vlmeft.errors import VlmeftError
 
 PROTOCOLS = ("few-shot", "base-to-novel", "cross-domain", "retrieval", "grounding")
@@ -92,7 +93,6 @@ def _emit_json(payload: dict[str, Any]) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     """One benchmark cell, measured by the benchmark's own code and printed for a person."""
     from vlmeft import registry
-    from vlmeft.backbone import load_backbone
     from vlmeft.bench.cells import CellRunner
     from vlmeft.bench.plan import Cell
     from vlmeft.engine import checkpoint
@@ -101,14 +101,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.protocol is None:  # a grounding-only method has one protocol
         args.protocol = "grounding" if "classification" not in cls.tasks and "grounding" in cls.tasks else "few-shot"
     overrides = _parse_sets(args.set)
-    cls.Config().apply_overrides(overrides)  # reject bad --set before any work
+    configured = cls.Config().apply_overrides(overrides)  # reject bad --set before any work
+    device = runtime_args.device(args)
+    overrides.update(runtime_args.precision_overrides(args, configured.precision, device, overrides))
+    runtime_args.apply_workers(args)
+    if args.save:
+        checkpoint.refuse_overwrite(args.save, args.force)
     if args.protocol in SCENE_PROTOCOLS:
         return _run_scene(args, overrides)
     _method_class(args.method)
     if args.shots <= 0:
         raise VlmeftError(f"shots must be positive, got {args.shots}", where="--shots")
     task = load_task(args.task)
-    backbone = load_backbone(args.backbone, args.pretrained)
+    backbone = runtime_args.load_backbone(args.backbone, args.pretrained, args)
     if args.protocol == "cross-domain" and not task.shifted:
         raise VlmeftError(f"task '{args.task}' has no shifted test domains for cross-domain evaluation", where="--task")
 
@@ -138,6 +143,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "best_val_accuracy": report.best_val_accuracy,
         "selected": report.selected,
         "feature_cache": report.used_feature_cache,
+        "device": str(backbone.device),
+        "precision": method.config.precision,
+        "warnings": list(backbone.warnings),
     }
     lines = [f"{args.method} on {args.task}: {args.shots} shots, seed {args.seed}, backbone {backbone.name}, "
              f"protocol {args.protocol}"]
@@ -162,6 +170,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     lines.append(f"trainable parameters: {result['trainable_params']:,}; train time {report.train_seconds:.1f} s"
                  + (f"; best val epoch {report.best_epoch}" if report.best_epoch else ""))
     if args.save:
+        checkpoint.record_metrics(args.save, {k: result[k] for k in _METRIC_KEYS if k in result})
         lines.append(f"saved checkpoint to {args.save}")
     print("\n".join(lines))
     if args.json:
@@ -169,10 +178,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a checkpoint written by `run --save` records of its own measurement (model cards quote it).
+_METRIC_KEYS = ("task", "protocol", "shots", "seed", "accuracy", "zero_shot_accuracy", "base_accuracy",
+                "novel_accuracy", "hm", "shifted_mean")
+
+
 def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     """Retrieval or grounding on a scene task: nothing trains, so shots do not apply."""
     from vlmeft import registry
-    from vlmeft.backbone import load_backbone
     from vlmeft.bench import plan
     from vlmeft.bench.cells import CellRunner
     from vlmeft.bench.plan import Cell
@@ -185,7 +198,7 @@ def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         _method_class(args.method)  # a grounding-only method says so first
         raise VlmeftError(f"protocol {args.protocol} runs on a scene task ({', '.join(scenes)}), not '{args.task}'",
                           where="--task")
-    backbone = load_backbone(args.backbone, args.pretrained)
+    backbone = runtime_args.load_backbone(args.backbone, args.pretrained, args)
     caps = plan.probe(args.method, backbone, overrides)
     if not plan.method_fits(caps, args.method, args.protocol):
         able = [m for m in registry.names() if plan.method_fits(plan.probe(m, backbone, {}), m, args.protocol)]
@@ -197,7 +210,8 @@ def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     metrics, method, _ = runner.measure(cell)
     result: dict[str, Any] = {"method": args.method, "task": args.task, "seed": args.seed, "backbone": backbone.name,
                               "pretrained": backbone.pretrained, "protocol": args.protocol,
-                              "trainable_params": method.num_trainable(), **metrics}
+                              "trainable_params": method.num_trainable(), "device": str(backbone.device),
+                              "warnings": list(backbone.warnings), **metrics}
     lines = [f"{args.method} on {args.task}: protocol {args.protocol}, backbone {backbone.name} (nothing trained)"]
     if args.protocol == "grounding":
         n = len(get_task(args.task).grounding)
@@ -219,24 +233,15 @@ def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 # -------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from vlmeft.backbone import load_backbone
     from vlmeft.data import protocol
-    from vlmeft.engine import checkpoint, evaluate
+    from vlmeft.engine import evaluate
 
     _method_class(args.method)
-    meta = checkpoint.read_config(args.checkpoint)
-    if meta["method"] != args.method:
-        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'",
-                          where=f"{args.checkpoint}/{checkpoint.CONFIG_FILE}")
     task = load_task(args.task)
     if args.subset != "all":
         base, novel = protocol.base_novel(task)
         task = base if args.subset == "base" else novel
-    saved = meta["backbone"]
-    name = args.backbone or saved.get("name")
-    pretrained = args.pretrained if args.pretrained is not None else (saved.get("pretrained") or None)
-    backbone = load_backbone(name, pretrained)
-    method = checkpoint.load(args.checkpoint, backbone, task.classnames, task.templates, method=args.method)
+    method, backbone = load_checkpoint(args, task.classnames, task.templates)
     split = task.test if args.domain is None else task.shifted.get(args.domain)
     if split is None:
         raise VlmeftError(f"task '{args.task}' has no domain '{args.domain}'; domains: "
@@ -246,13 +251,42 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"{len(split)} images): accuracy {_pct(acc)}")
     if args.json:
         _emit_json({"method": args.method, "task": args.task, "subset": args.subset, "domain": args.domain,
-                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "accuracy": acc})
+                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "accuracy": acc,
+                    "device": str(backbone.device), "precision": method.config.precision,
+                    "warnings": list(backbone.warnings)})
     return 0
+
+
+def load_checkpoint(args: argparse.Namespace, classnames: list[str] | None = None,
+                    templates: list[str] | None = None):  # noqa: ANN201
+    """``(method, backbone)`` of ``--checkpoint`` for method ``args.method``, on the
+    checkpoint's backbone unless ``--backbone`` / ``--pretrained`` say otherwise, on
+    ``--device``, at ``--precision`` (eval and predict share this)."""
+    import dataclasses
+
+    from vlmeft.engine import checkpoint
+
+    meta = checkpoint.read_config(args.checkpoint)
+    if meta["method"] != args.method:
+        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'",
+                          where=f"{args.checkpoint}/{checkpoint.CONFIG_FILE}")
+    device = runtime_args.device(args)
+    configured = str(meta["config"].get("precision", "fp32"))
+    precision = runtime_args.precision_overrides(args, configured, device).get("precision")
+    runtime_args.apply_workers(args)
+    saved = meta["backbone"]
+    name = args.backbone or saved.get("name")
+    pretrained = args.pretrained if args.pretrained is not None else (saved.get("pretrained") or None)
+    backbone = runtime_args.load_backbone(name, pretrained, args)
+    method = checkpoint.load(args.checkpoint, backbone, classnames, templates, method=args.method)
+    if precision is not None:  # evaluation at another precision than training: the tensors are the same
+        method.config = dataclasses.replace(method.config, precision=precision)
+    return method, backbone
 
 
 # ------------------------------------------------------------------ params
 def count_parameters(method_name: str, backbone_name: str, overrides: dict[str, str] | None = None,
-                     num_classes: int = 10, shots: int = 16) -> int:
+                     num_classes: int = 10, shots: int = 16, device: str = "cpu") -> int:
     """Trainable parameters of ``method_name`` on a random-init ``backbone_name``.
     Cache-based methods first get a cache of random features (``shots x classes``)."""
     import torch
@@ -266,7 +300,7 @@ def count_parameters(method_name: str, backbone_name: str, overrides: dict[str, 
     cls.Config().apply_overrides(overrides or {})
     if num_classes < 1 or shots < 1:
         raise VlmeftError("--num-classes and --shots must be positive")
-    backbone = load_backbone(backbone_name, pretrained=None)
+    backbone = load_backbone(backbone_name, pretrained=None, device=device)
     classnames = [f"class {i}" for i in range(num_classes)]
     method = registry.build(method_name, backbone, classnames, ["a photo of a {}."], overrides, seed=0)
     if type(method).fit_cache is not Method.fit_cache:
@@ -279,7 +313,8 @@ def count_parameters(method_name: str, backbone_name: str, overrides: dict[str, 
 
 def _cmd_params(args: argparse.Namespace) -> int:
     _method_class(args.method)
-    n = count_parameters(args.method, args.backbone, _parse_sets(args.set), args.num_classes, args.shots)
+    n = count_parameters(args.method, args.backbone, _parse_sets(args.set), args.num_classes, args.shots,
+                         device=runtime_args.device(args))
     print(f"{args.method} on {args.backbone} ({args.num_classes} classes, {args.shots} shots): "
           f"{n:,} trainable parameters")
     print(n)
@@ -318,14 +353,18 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     run.add_argument("--shots", type=int, default=16, help="training images per class (default 16)")
     run.add_argument("--seed", type=int, default=1, help="few-shot sampling and training seed (default 1)")
     run.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"open_clip model name (default {DEFAULT_BACKBONE})")
-    run.add_argument("--pretrained", default="default", help="weights: default, none, an open_clip tag or a file path")
+    run.add_argument("--pretrained", default="default",
+                     help="weights: default (synthclip-tiny's), an open_clip tag, a file (gelu:FILE for GELU-trained "
+                          "weights), hf-hub:ORG/NAME, a transformers CLIP folder, or none (random)")
     run.add_argument("--save", metavar="DIR", help="write the trained adapter checkpoint here")
+    run.add_argument("--force", action="store_true", help="overwrite a checkpoint already in --save DIR")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="few-shot (default), base-to-novel or cross-domain on a classification task; retrieval "
                           "or grounding on a scene task (default for grounding-only methods)")
     run.add_argument("--json", action="store_true", help="end with one JSON line of results")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    runtime_args.add_device_args(run, precision=True, workers=True)
     run.set_defaults(func=_cmd_run)
 
     ev = sub.add_parser("eval", help="evaluate a saved checkpoint on a task (any class list)")
@@ -337,6 +376,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     ev.add_argument("--backbone", default=None, help="default: the checkpoint's backbone")
     ev.add_argument("--pretrained", default=None, help="default: the checkpoint's weights")
     ev.add_argument("--json", action="store_true")
+    runtime_args.add_device_args(ev, precision=True, workers=True)
     ev.set_defaults(func=_cmd_eval)
 
     params = sub.add_parser("params", help="count a method's trainable parameters (random init, no weights)")
@@ -345,6 +385,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     params.add_argument("--set", action="append", metavar="KEY=VALUE")
     params.add_argument("--num-classes", type=int, default=10)
     params.add_argument("--shots", type=int, default=16, help="cache size per class for cache-based methods")
+    runtime_args.add_device_args(params, default="cpu")
     params.set_defaults(func=_cmd_params)
 
     methods = sub.add_parser("methods", help="list registered method ids")
