@@ -93,7 +93,7 @@ def unit_image(item: object, where: str = "image") -> Tensor:
     if isinstance(item, (str, Path)):
         return _to_unit_float(read_image(Path(item))[None])
     if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image
-        return _to_unit_float(np.asarray(item.convert("RGB"), dtype=np.uint8)[None])
+        return _to_unit_float(np.array(item.convert("RGB"), dtype=np.uint8)[None])  # a writable copy
     if isinstance(item, np.ndarray):
         item = torch.from_numpy(np.ascontiguousarray(item))
         if item.ndim == 3 and item.shape[-1] == 3:
