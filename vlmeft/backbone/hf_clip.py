@@ -104,14 +104,30 @@ def read_tensors(path: Path, read_file) -> dict[str, Tensor]:  # noqa: ANN001 (t
     return read_file(path)
 
 
+# transformers name -> open_clip name, for modules with a weight and a bias
+_BLOCK = (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
+          ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"))
+_NORMS = (("text_model.final_layer_norm", "ln_final"), ("vision_model.pre_layrnorm", "visual.ln_pre"),  # sic
+          ("vision_model.post_layernorm", "visual.ln_post"))
+_SAME = (("text_model.embeddings.token_embedding.weight", "token_embedding.weight"),
+         ("text_model.embeddings.position_embedding.weight", "positional_embedding"),
+         ("vision_model.embeddings.class_embedding", "visual.class_embedding"),
+         ("vision_model.embeddings.patch_embedding.weight", "visual.conv1.weight"),
+         ("vision_model.embeddings.position_embedding.weight", "visual.positional_embedding"))
+
+
+def _weight_and_bias(src: dict[str, Tensor], pairs, src_prefix: str, out_prefix: str,  # noqa: ANN001
+                     out: dict[str, Tensor]) -> None:
+    for hf, oc in pairs:
+        for kind in ("weight", "bias"):
+            out[f"{out_prefix}{oc}.{kind}"] = src[f"{src_prefix}{hf}.{kind}"]
+
+
 def _block(src: dict[str, Tensor], prefix: str, out_prefix: str, out: dict[str, Tensor]) -> None:
     attn = f"{prefix}.self_attn"
     out[f"{out_prefix}.attn.in_proj_weight"] = torch.cat([src[f"{attn}.{p}_proj.weight"] for p in "qkv"])
     out[f"{out_prefix}.attn.in_proj_bias"] = torch.cat([src[f"{attn}.{p}_proj.bias"] for p in "qkv"])
-    for hf, oc in (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
-                   ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
-        for kind in ("weight", "bias"):
-            out[f"{out_prefix}.{oc}.{kind}"] = src[f"{prefix}.{hf}.{kind}"]
+    _weight_and_bias(src, _BLOCK, f"{prefix}.", f"{out_prefix}.", out)
 
 
 def convert_state(src: dict[str, Tensor], config: dict, where: str) -> dict[str, Tensor]:
@@ -119,23 +135,13 @@ def convert_state(src: dict[str, Tensor], config: dict, where: str) -> dict[str,
     src = {k.removeprefix("clip."): v for k, v in src.items()}
     out: dict[str, Tensor] = {}
     try:
-        t, v = "text_model", "vision_model"
-        out["token_embedding.weight"] = src[f"{t}.embeddings.token_embedding.weight"]
-        out["positional_embedding"] = src[f"{t}.embeddings.position_embedding.weight"]
+        out.update({oc: src[hf] for hf, oc in _SAME})
+        _weight_and_bias(src, _NORMS, "", "", out)
         for i in range(config["text_cfg"]["layers"]):
-            _block(src, f"{t}.encoder.layers.{i}", f"transformer.resblocks.{i}", out)
-        out["ln_final.weight"] = src[f"{t}.final_layer_norm.weight"]
-        out["ln_final.bias"] = src[f"{t}.final_layer_norm.bias"]
-        out["text_projection"] = src["text_projection.weight"].t().contiguous()
-        out["visual.class_embedding"] = src[f"{v}.embeddings.class_embedding"]
-        out["visual.conv1.weight"] = src[f"{v}.embeddings.patch_embedding.weight"]
-        out["visual.positional_embedding"] = src[f"{v}.embeddings.position_embedding.weight"]
-        out["visual.ln_pre.weight"] = src[f"{v}.pre_layrnorm.weight"]  # sic: transformers' spelling
-        out["visual.ln_pre.bias"] = src[f"{v}.pre_layrnorm.bias"]
+            _block(src, f"text_model.encoder.layers.{i}", f"transformer.resblocks.{i}", out)
         for i in range(config["vision_cfg"]["layers"]):
-            _block(src, f"{v}.encoder.layers.{i}", f"visual.transformer.resblocks.{i}", out)
-        out["visual.ln_post.weight"] = src[f"{v}.post_layernorm.weight"]
-        out["visual.ln_post.bias"] = src[f"{v}.post_layernorm.bias"]
+            _block(src, f"vision_model.encoder.layers.{i}", f"visual.transformer.resblocks.{i}", out)
+        out["text_projection"] = src["text_projection.weight"].t().contiguous()
         out["visual.proj"] = src["visual_projection.weight"].t().contiguous()
         out["logit_scale"] = src["logit_scale"].reshape(())
     except KeyError as err:

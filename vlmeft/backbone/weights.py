@@ -323,7 +323,8 @@ def _file(name: str, path: Path, spec: str, *, gelu: bool) -> Resolved:
     declared: bool | None = False if gelu else (True if _openai_format(state) else None)
     why = "you (gelu:)" if gelu else "weights in OpenAI's format"
     model, target, notes = _load_named(name, state, declared=declared, why=why, spec=str(path), where=where)
-    return Resolved(model, _tokenizer(target), target, spec, f"file:{file_sha256(path)[:16]}", notes=notes)
+    recorded = ("gelu:" if gelu else "") + str(path.resolve())  # reloads from any working directory
+    return Resolved(model, _tokenizer(target), target, recorded, f"file:{file_sha256(path)[:16]}", notes=notes)
 
 
 def _open_clip_folder(folder: Path) -> tuple[dict, Path]:
