@@ -108,6 +108,9 @@ def _bench(args: argparse.Namespace) -> int:
         shots=_ints(args.shots, "--shots"),
         seeds=_ints(args.seeds, "--seeds"),
     )
+    from vlmeft.cli.runtime_args import device
+
+    args.device = str(device(args))  # checked before any work; workers get the resolved name
     threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
     if threads is not None:
         if threads < 1:
@@ -146,6 +149,7 @@ def _bench(args: argparse.Namespace) -> int:
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     from vlmeft.bench.profiles import PROFILES, PROTOCOLS
     from vlmeft.recipes import RECIPES
+    from vlmeft.cli.runtime_args import add_device_args
 
     p = sub.add_parser(
         "bench",
@@ -177,7 +181,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                         "calibrations (embedded); default: embedded on synthclip-tiny, paper elsewhere")
     p.add_argument("--select", choices=("last", "val"), default=None,
                    help="keep the last epoch or the best on val (default: the recipe's)")
-    p.add_argument("--device", default="cpu")
+    add_device_args(p, default="cpu")  # the committed results were measured on the CPU
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 on cpu: the embedded backbone's small ops ran 14x slower "
                         "with 2 threads on a busy 2-core machine)")

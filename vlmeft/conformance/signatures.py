@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlmeft.conformance.subject import (
-    EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, differs, own_trainable, record_encoders,
+    EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, own_trainable, record_encoders,
 )
 from vlmeft.kb.schema import Signature
 from vlmeft.method import Method
