@@ -37,6 +37,7 @@ CONTRIBUTING = "contributing.md"
 ROBUSTNESS = "robustness.md"
 BACKBONE = "backbone.md"  # the embedded default and its quality bar
 PERFORMANCE = "performance.md"  # real-scale training and inference cost
+CLUSTER = "cluster.md"  # running the benchmark on a Ray cluster
 
 
 @dataclass
@@ -111,8 +112,8 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     nav.append({"Bibliography": PATHS["bibliography"]})
     if BACKBONE in hand_written:
         nav.append({"Embedded default": BACKBONE})
-    performance = [PERFORMANCE] if PERFORMANCE in hand_written else []
-    nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"], *performance]})
+    extra = [page for page in (PERFORMANCE, CLUSTER) if page in hand_written]
+    nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"], *extra]})
     nav.extend(topic_nav)
     contributing = [CONTRIBUTING] if CONTRIBUTING in hand_written else []
     nav.append({"Contributing": [*contributing, PATHS["schema"]]})
