@@ -2,6 +2,7 @@
 
     vlmeft bench --profile quick                 # CI smoke test, <= 3 min on 2 cores
     vlmeft bench --profile full --jobs 2         # the committed results, <= 30 min
+    vlmeft bench --profile full --executor ray --address auto --gpus-per-cell 0.25   # on a Ray cluster
     vlmeft bench --methods coop,cocoop --tasks digits --shots 1,16 --seeds 1
     vlmeft bench --profile quick --recipe paper   # the official recipes (another results file)
     vlmeft bench --report                        # the tables of what results/bench holds
@@ -118,14 +119,18 @@ def _bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(threads)
+    from vlmeft.bench.executors import make_executor
     from vlmeft.bench.runner import run_bench
 
+    executor = make_executor(args.executor, jobs=args.jobs, fail_fast=args.fail_fast, address=args.address,
+                             cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                             threads=args.threads, device=args.device)
     # SIGTERM ends the run like Ctrl-C: finished cells are already on disk.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = run_bench(profile, selection, out, backbone_name=args.backbone, pretrained=args.pretrained,
-                            device=args.device, progress=not args.no_progress, fail_fast=args.fail_fast,
-                            rerun=args.rerun, jobs=args.jobs, on_bad_image=args.on_bad_image)
+                            device=args.device, progress=not args.no_progress, rerun=args.rerun, executor=executor,
+                            on_bad_image=args.on_bad_image)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.suite and summary.ran:
@@ -185,9 +190,18 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 on cpu: the embedded backbone's small ops ran 14x slower "
                         "with 2 threads on a busy 2-core machine)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="worker processes running cells in parallel (2 on a 2-core machine; each loads its own "
-                        "backbone; --fail-fast runs in one process)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="local executor: worker processes running cells in parallel (default 1; 2 on a 2-core "
+                        "machine; each loads its own backbone; --fail-fast runs in one process)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where cells run: local processes (default) or one Ray task per cell "
+                        "(needs pip install -e '.[ray]'); the driver writes the results either way")
+    p.add_argument("--address", default=None,
+                   help="ray: auto or HOST:PORT of a running cluster's head (default: start a local Ray instance)")
+    p.add_argument("--cpus-per-cell", type=float, default=None, help="ray: CPUs each cell reserves (default 1)")
+    p.add_argument("--gpus-per-cell", type=float, default=None,
+                   help="ray: GPUs each cell reserves, fractional to pack cells onto one GPU (e.g. 0.25; "
+                        "default 0; needs --device cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell (with its traceback)")
     p.add_argument("--rerun", action="store_true",
