@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlmeft.data.loading import Preprocess, _to_unit_float, normalize, read_image
+from vlmeft.data.loading import Preprocess, normalize, original_image
 from vlmeft.data.types import Split
 
 RATIO = (3 / 4, 4 / 3)  # torchvision's default aspect-ratio range
@@ -78,6 +78,5 @@ def load_augmented_batch(split: Split, indices: Sequence[int] | np.ndarray, prep
     scale = (float(crop_scale), 1.0)
     crops = []
     for i in np.asarray(indices, dtype=np.int64):
-        raw = split.images[i] if isinstance(split.images, np.ndarray) else read_image(split.images[i])
-        crops.append(resized_crop_flip(_to_unit_float(np.asarray(raw)[None]), prep.image_size, generator, scale))
+        crops.append(resized_crop_flip(original_image(split, int(i)), prep.image_size, generator, scale))
     return normalize(torch.cat(crops) if crops else torch.empty(0, 3, prep.image_size, prep.image_size), prep)

@@ -110,6 +110,16 @@ def unit_image(item: object, where: str = "image") -> Tensor:
                       where=where)
 
 
+def original_image(split: Split, i: int) -> Tensor:
+    """Image ``i`` of ``split`` as stored, before any resizing: float ``[1, 3, H, W]`` in [0, 1]
+    (what training augmentation crops from)."""
+    if isinstance(split.images, np.ndarray):
+        return _to_unit_float(split.images[i][None])
+    if isinstance(split.images, Tensor):
+        return split.images[i : i + 1].float()
+    return unit_image(split.images[i], where=f"{split.key}[{i}]")
+
+
 def load_batch(split: Split, indices: Sequence[int] | np.ndarray, prep: Preprocess) -> Tensor:
     """Images ``indices`` of ``split`` as a normalised float tensor ``[B, 3, S, S]`` (CPU).
 
