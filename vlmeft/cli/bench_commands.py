@@ -109,9 +109,16 @@ def _bench(args: argparse.Namespace) -> int:
         shots=_ints(args.shots, "--shots"),
         seeds=_ints(args.seeds, "--seeds"),
     )
+    from vlmeft.bench.executors import make_executor
     from vlmeft.cli.runtime_args import device
 
-    args.device = str(device(args))  # checked before any work; workers get the resolved name
+    # The executor's flags first (none needs this machine); then the device, which only the
+    # local executor's cells use here: a Ray driver may have no GPU while its workers do.
+    executor = make_executor(args.executor, jobs=args.jobs, fail_fast=args.fail_fast, address=args.address,
+                             cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                             threads=args.threads, device=args.device)
+    if executor.name == "local":
+        args.device = str(device(args))  # checked before any work; workers get the resolved name
     threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
     if threads is not None:
         if threads < 1:
@@ -119,12 +126,8 @@ def _bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    from vlmeft.bench.executors import make_executor
     from vlmeft.bench.runner import run_bench
 
-    executor = make_executor(args.executor, jobs=args.jobs, fail_fast=args.fail_fast, address=args.address,
-                             cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
-                             threads=args.threads, device=args.device)
     # SIGTERM ends the run like Ctrl-C: finished cells are already on disk.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
