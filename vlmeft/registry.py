@@ -38,6 +38,14 @@ _TABLE: dict[str, tuple[str, str]] = {
     "calip": ("adapter_crossmodal.calip", "CALIP"),
     "mma": ("adapter_crossmodal.mma", "MMA"),
     "linear-probe": ("baseline.linear_probe", "LinearProbe"),
+    "taskres": ("adapter_unimodal.taskres", "TaskRes"),
+    "clap": ("adapter_unimodal.clap", "CLAP"),
+    "lp-plus-plus": ("adapter_unimodal.lp_plus_plus", "LPPlusPlus"),
+    "ape": ("adapter_unimodal.ape", "APE"),
+    "ape-t": ("adapter_unimodal.ape", "APET"),
+    "tda": ("adapter_unimodal.tda", "TDA"),
+    "meta-adapter": ("adapter_crossmodal.meta_adapter", "MetaAdapter"),
+    "graphadapter": ("adapter_crossmodal.graphadapter", "GraphAdapter"),
 }
 
 # The reference implementation of each taxonomy leaf: records of methods without their

@@ -134,6 +134,7 @@ class Subject:
                     scores += method.ground(raw[i : i + step], self.data.boxes[i : i + step], list(expressions[i : i + step]))
                 return torch.cat([s.reshape(-1) for s in scores])
             images = self.data.images.to(self.backbone.device)
+            method.start_test_stream()  # one pass over the probe images, as the engine's predict
             step = batch or len(images)
             return torch.cat([method(images[i : i + step]) for i in range(0, len(images), step)])
 

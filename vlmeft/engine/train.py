@@ -1,6 +1,6 @@
 """A plain training loop and evaluation: what CoOp's Dassl trainer does, in one page.
 
-- Optimiser: SGD with momentum or AdamW (``eps`` from the config's ``adam_eps`` when a
+- Optimiser: SGD with momentum, AdamW, or Adam with L2 weight decay (Dassl's "adam"; ``eps`` from the config's ``adam_eps`` when a
   method declares one, else 1e-8) over ``method.trainable_parameters()`` only (the
   backbone sits outside the method's module tree, so it cannot be optimised).
 - Opt-in (``MethodConfig.lr_logit_scale = S > 0``): with SGD the learning rates are
@@ -99,10 +99,12 @@ def planned_epochs(n: int, config) -> int:  # noqa: ANN001
 def _optimizer(params: list[torch.nn.Parameter], config) -> torch.optim.Optimizer:  # noqa: ANN001
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    eps = float(getattr(config, "adam_eps", 1e-8))
     if config.optimizer == "adamw":
-        eps = float(getattr(config, "adam_eps", 1e-8))
         return torch.optim.AdamW(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
-    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)", where="--set optimizer")
+    if config.optimizer == "adam":  # Dassl's "adam": weight decay as an L2 term in the gradient
+        return torch.optim.Adam(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
+    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd, adamw or adam)", where="--set optimizer")
 
 
 def _autocast(method: Method, enabled: bool) -> contextlib.AbstractContextManager:
@@ -256,11 +258,13 @@ def predict(method: Method, split: Split, *, batch_size: int = 256, cache: Featu
 
     Frozen-image-path methods read cached frozen features; others encode images in
     fixed-size chunks. Either way the result does not depend on ``batch_size``, which
-    only bounds memory in the head."""
+    only bounds memory in the head. Each call is one pass over the split in its stored
+    order (``Method.start_test_stream``), which is what a test-time method adapts on."""
     if batch_size <= 0:
         raise VlmeftError(f"batch size must be positive, got {batch_size}", where="--batch-size")
     was_training = method.training
     method.eval()
+    method.start_test_stream()  # a new pass over a split: test-time state starts empty
     try:
         if method.frozen_image_path:
             feats = (cache or default_cache()).features(method.backbone, split)
