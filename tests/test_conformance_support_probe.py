@@ -19,6 +19,9 @@ from vlmeft.methods.adapter_crossmodal.meta_adapter import MetaAdapter
 from vlmeft.methods.adapter_unimodal.taskres import TaskRes
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 class BlindMetaAdapter(MetaAdapter):
     """Mutant: the attention never sees the support features."""
 
@@ -44,14 +47,6 @@ def crossmodal_cell(method_id: str, leaf: str, cls, backbone):  # noqa: ANN001, 
     seen = observe(subject)["crossmodal_dependence"]
     signature = load_kb().categories.leaf(leaf).signature
     return judge("crossmodal_dependence", leaf, signature, cls, seen)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_support_path_is_seen_and_its_absence_fails(tiny_vit) -> None:

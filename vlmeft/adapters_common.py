@@ -91,6 +91,17 @@ def raw_text_prototypes(backbone: Backbone, classnames: Sequence[str], templates
     return feats.view(len(classnames), len(templates), -1).mean(dim=1)
 
 
+def require_class_count(method, rows: int | None, what: str) -> None:  # noqa: ANN001
+    """A learned tensor with one row per class (a residual, a prototype, a class bias)
+    cannot serve a label set of another size: a one-line error instead of a shape crash.
+    ``rows`` is None while the tensor does not exist yet (during ``__init__``)."""
+    from vlmeft.errors import VlmeftError
+
+    if rows is not None and rows != len(method.classnames):
+        raise VlmeftError(f"{method.name} learned {what} for {rows} classes and cannot classify "
+                          f"{len(method.classnames)} classes: it is class-specific")
+
+
 def official_grid(top: float, steps: int, start: float = 0.1) -> Tensor:
     """``steps`` values from ``start`` in equal increments towards ``top``: the search grid
     of Tip-Adapter's and APE's releases, ``[i * (top - start) / steps + start for i in
@@ -146,6 +157,11 @@ class SupportSetMixin:
             self.cache_keys = keys
         self.cache_labels = labels.detach().to(device=self.cache_labels.device, dtype=torch.long).clone()
         self._support_classnames = list(self.classnames)
+
+    def fit_cache(self, features: Tensor, labels: Tensor) -> None:
+        """The support set is the training set's frozen features."""
+        self.set_support(features, labels)
+        self.build_class_state()  # type: ignore[attr-defined]
 
     def support_index(self) -> Tensor:
         """The class of each support entry in the *current* label set ``[N]`` (-1: gone)."""

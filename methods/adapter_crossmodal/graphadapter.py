@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlmeft.adapters_common import SupportSetMixin, raw_text_prototypes
+from vlmeft.adapters_common import SupportSetMixin, raw_text_prototypes, require_class_count
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
 
@@ -121,15 +121,9 @@ class GraphAdapter(SupportSetMixin, Method):
         self.to(device=backbone.device, dtype=backbone.dtype)
         self.build_class_state()
 
-    def fit_cache(self, features: Tensor, labels: Tensor) -> None:
-        self.set_support(features, labels)
-        self.build_class_state()
-
     def build_class_state(self) -> None:
         gcn = getattr(self, "gcn_text", None)
-        if gcn is not None and gcn.bias.shape[0] != len(self.classnames):
-            raise VlmeftError(f"graphadapter learned class-wise biases for {gcn.bias.shape[0]} classes and cannot "
-                              f"classify {len(self.classnames)}")
+        require_class_count(self, None if gcn is None else gcn.bias.shape[0], "class-wise graph biases")
         base = raw_text_prototypes(self.backbone, self.classnames, self.templates)
         self.register_buffer("base_text", base, persistent=False)
         # Visual prototypes: class means of the support features (zero for a class without

@@ -87,10 +87,6 @@ class MetaAdapter(SupportSetMixin, Method):
         self.to(device=backbone.device, dtype=backbone.dtype)
         self.build_class_state()
 
-    def fit_cache(self, features: Tensor, labels: Tensor) -> None:
-        self.set_support(features, labels)
-        self.build_class_state()
-
     def build_class_state(self) -> None:
         """Support features grouped per class of the current label set: ``[C, K, E]`` with
         a mask ``[C, K]`` (K = the largest class's count)."""
@@ -99,7 +95,7 @@ class MetaAdapter(SupportSetMixin, Method):
         num = len(self.classnames)
         counts = torch.bincount(index[keep], minlength=num) if keep.numel() else torch.zeros(num, dtype=torch.long)
         k = int(counts.max()) if counts.numel() else 0
-        grouped = torch.zeros(num, k, self.backbone.embed_dim, device=self.cache_keys.device, dtype=self.cache_keys.dtype)
+        grouped = self.cache_keys.new_zeros(num, k, self.backbone.embed_dim)
         mask = torch.zeros(num, k, dtype=torch.bool, device=self.cache_keys.device)
         slot = torch.zeros(num, dtype=torch.long)
         for i in keep.tolist():  # in cache order, as the release's reshape of a class-major cache

@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlmeft.adapters_common import SupportSetMixin, official_grid
+from vlmeft.adapters_common import SupportSetMixin, official_grid, require_class_count
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
 
@@ -167,10 +167,6 @@ class APE(SupportSetMixin, Method):
         """APE trains nothing; APE-T adds its residual and value weights here."""
 
     # ------------------------------------------------------------ class state
-    def fit_cache(self, features: Tensor, labels: Tensor) -> None:
-        self.set_support(features, labels)
-        self.build_class_state()
-
     def build_class_state(self) -> None:
         text = self.zero_shot_weights()
         index = self.support_index()
@@ -249,9 +245,7 @@ class APET(APE):
 
     def build_class_state(self) -> None:
         residual = getattr(self, "residual", None)
-        if residual is not None and residual.shape[0] != len(self.classnames):
-            raise VlmeftError(f"ape-t learned a residual for {residual.shape[0]} classes and cannot classify "
-                              f"{len(self.classnames)}: its category residual is class-specific")
+        require_class_count(self, None if residual is None else residual.shape[0], "a category residual")
         super().build_class_state()
 
     def scattered(self, rows: Tensor) -> Tensor:
@@ -275,7 +269,8 @@ class APET(APE):
 
     def logits_from_features(self, image_features: Tensor) -> Tensor:
         text = self.adapted()[0]
-        return self.config.zs_scale * image_features @ text.t() + self.alpha * self.cache_part(image_features, self.beta)
+        zero_shot = self.config.zs_scale * image_features @ text.t()
+        return zero_shot + self.alpha * self.cache_part(image_features, self.beta)
 
     @torch.no_grad()
     def select_on_val(self, features: Tensor, labels: Tensor) -> dict[str, float]:

@@ -45,8 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlmeft.adapters_common import raw_text_prototypes
-from vlmeft.errors import VlmeftError
+from vlmeft.adapters_common import raw_text_prototypes, require_class_count
 from vlmeft.method import Method, MethodConfig
 
 
@@ -79,9 +78,7 @@ class CLAP(Method):
 
     def build_class_state(self) -> None:
         prototypes = getattr(self, "prototypes", None)
-        if prototypes is not None and prototypes.shape[0] != len(self.classnames):
-            raise VlmeftError(f"clap learned prototypes for {prototypes.shape[0]} classes and cannot classify "
-                              f"{len(self.classnames)}: its linear probe is class-specific")
+        require_class_count(self, None if prototypes is None else prototypes.shape[0], "class prototypes")
         self.register_buffer("base_text", raw_text_prototypes(self.backbone, self.classnames, self.templates),
                              persistent=False)
 

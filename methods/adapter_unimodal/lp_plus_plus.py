@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlmeft.adapters_common import require_class_count
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
 
@@ -95,9 +96,7 @@ class LPPlusPlus(Method):
 
     def build_class_state(self) -> None:
         weight = getattr(self, "weight", None)
-        if weight is not None and weight.shape[0] != len(self.classnames):
-            raise VlmeftError(f"lp-plus-plus was fitted on {weight.shape[0]} classes and cannot classify "
-                              f"{len(self.classnames)}: its linear probe is class-specific")
+        require_class_count(self, None if weight is None else weight.shape[0], "a linear probe")
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:
         """The class weights the image feature meets, ``w_c + alpha_c t_c`` (normalised; the

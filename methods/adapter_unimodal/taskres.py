@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlmeft.adapters_common import raw_text_prototypes
+from vlmeft.adapters_common import raw_text_prototypes, require_class_count
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
 
@@ -74,9 +74,7 @@ class TaskRes(Method):
 
     def build_class_state(self) -> None:
         residual = getattr(self, "residual", None)
-        if residual is not None and residual.shape[0] != len(self.classnames):
-            raise VlmeftError(f"taskres learned one residual per class for {residual.shape[0]} classes and cannot "
-                              f"classify {len(self.classnames)}: its residuals are class-specific")
+        require_class_count(self, None if residual is None else residual.shape[0], "one residual per class")
         self.register_buffer("base_text", raw_text_prototypes(self.backbone, self.classnames, self.templates),
                              persistent=False)
 
