@@ -2,7 +2,8 @@
 
 Runs ``vlmeft run ID --task digits --shots 4 --seed S --json`` for every registered
 classification method (and CALIP-FS, CALIP's few-shot variant), exactly as a user would,
-writes the rows to ``results/digits-4shot.json`` (atomically) and prints a Markdown table.
+writes the rows to ``results/digits-4shot.json`` (atomically) and prints a Markdown table
+(:func:`vlmeft.bench.report.digits_table`, which also fills README.md's table).
 
     python benchmarks/digits_4shot.py                 # about 5 min on 2 cores
     python benchmarks/digits_4shot.py --table-only    # print the table of the saved rows
@@ -13,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from vlmeft.bench.report import digits_table
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "digits-4shot.json"
@@ -51,22 +53,6 @@ def run_one(job: tuple[str, str, list[str], int]) -> dict:
     return row
 
 
-def table(rows: list[dict]) -> str:
-    by: dict[str, dict[int, float]] = {}
-    for r in rows:
-        by.setdefault(r.get("variant", r["method"]), {})[r["seed"]] = r["accuracy"]
-    zs = statistics.fmean(r["zero_shot_accuracy"] for r in rows)
-    lines = [f"Zero-shot CLIP: {100 * zs:.1f}%. Test accuracy (%), digits, 4 shots per class.", "",
-             "| method | seed 1 | seed 2 | seed 3 | mean ± std | seed 1 above zero-shot |", "|---|---|---|---|---|---|"]
-    for label, accs in by.items():
-        a = [accs[s] for s in SEEDS if s in accs]
-        beats = "–" if label == "zsclip" else ("yes" if accs.get(1, 0) > zs else "**no**")
-        cells = " | ".join(f"{100 * accs[s]:.1f}" if s in accs else "–" for s in SEEDS)
-        lines.append(f"| {label} | {cells} | {100 * statistics.fmean(a):.1f} ± {100 * statistics.pstdev(a):.1f} "
-                     f"| {beats} |")
-    return "\n".join(lines)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--table-only", action="store_true", help="print the table of results/digits-4shot.json")
@@ -78,7 +64,7 @@ def main() -> int:
         tmp = OUT.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(rows, indent=1) + "\n")
         os.replace(tmp, OUT)
-    print(table(json.loads(OUT.read_text())))
+    print(digits_table(json.loads(OUT.read_text()), SEEDS))
     return 0
 
 

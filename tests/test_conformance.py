@@ -1,10 +1,10 @@
 """The conformance matrix as a pytest matrix, plus tests of the generator itself.
 
 Rows are generated from the shipped knowledge base (``vlmeft.conformance.matrix.cases``):
-one per (record with its own implementation, check, backbone). Adding a record adds its
-rows; records with fidelity ``category-reference`` share their reference's rows. A
-method whose module does not exist yet, or a check that does not apply, is skipped with
-the reason; every other cell must pass.
+one per (record with its own implementation, or one of its declared conformance variants;
+check; backbone). Adding a record adds its rows; records with fidelity
+``category-reference`` share their reference's rows. A check that does not apply is
+skipped with the reason; every other cell must pass (a module that does not import fails).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import pytest
 
 from vlmeft.cli import main
 from vlmeft.conformance import report
-from vlmeft.conformance.matrix import CHECKS, DEFAULT_BACKBONES, Matrix, cases, own_records, shared_records
+from vlmeft.conformance.matrix import (
+    CHECKS, DEFAULT_BACKBONES, Matrix, cases, declared_variants, own_records, shared_records,
+)
 from vlmeft.conformance.signatures import SIGNATURE_KEYS, expected_value
 from vlmeft.kb.load import load_kb, load_record
 
@@ -43,8 +45,10 @@ def test_cell(matrix: Matrix, case) -> None:  # noqa: ANN001
 def test_rows_come_from_the_knowledge_base() -> None:
     ids = {r.id for r in own_records(KB)}
     assert ids == {r.id for r in KB.methods.values() if r.implementation and r.implementation.fidelity != "category-reference"}
-    assert {c.method for c in CASES} == ids
-    assert len(CASES) == len(ids) * len(CHECKS) * len(DEFAULT_BACKBONES)
+    labels = {c.method for c in CASES}
+    variants = {f"{i}:{v}" for i in ids for v in declared_variants(KB.methods[i].implementation.id)}
+    assert labels == ids | variants and variants
+    assert len(CASES) == len(labels) * len(CHECKS) * len(DEFAULT_BACKBONES)
     # every signature key of the schema is a column
     assert {c.check for c in CASES} >= {f"signature.{k}" for k in SIGNATURE_KEYS}
 
@@ -88,10 +92,7 @@ def _expected_red(name: str, method_cls) -> set[str]:  # noqa: ANN001
 def test_misfiled_record_turns_exactly_its_signature_cells_red(name: str) -> None:
     from vlmeft import registry
 
-    try:
-        cls = registry.get(name)
-    except ModuleNotFoundError:
-        pytest.skip(f"{name} is not implemented yet")
+    cls = registry.get(name)
     view = SimpleNamespace(methods={name: _misfiled(name)}, categories=KB.categories)
     cells = Matrix(view).run(cases(view, ["vlmeft-tiny-vit"]))
     red = {c.check for c in cells if c.status == "fail"}
@@ -111,7 +112,9 @@ def test_cli_json_and_exit_code(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     assert {c["status"] for c in out["cells"]} <= {"pass", "na"}
     assert {tuple(sorted(c)) for c in out["cells"]} == {("backbone", "check", "method", "reason", "status")}
     assert len(out["cells"]) == len(CHECKS)
-    assert json.loads((tmp_path / "conformance.json").read_text())["cells"] == out["cells"]
+    written = json.loads((tmp_path / "conformance.json").read_text())
+    assert written["cells"] == out["cells"] and written["fingerprint"] == out["fingerprint"]
+    assert out["selection"] == {"backbones": ["vlmeft-tiny-vit"], "methods": ["vp"]}
     md = (tmp_path / "conformance.md").read_text()
     assert "| `vp` |" in md and "✓" in md
 

@@ -135,6 +135,8 @@ from pathlib import Path
 from vlmeft.kb.load import check_kb
 kb, files = sys.argv[1], sys.argv[2:]
 check_kb(kb)  # warm up: whatever the loader itself imports is not a payload
+from vlmeft import registry
+registry.names()  # ... nor the registry's one-time read of methods/ and the installed entry points
 from vlmeft.errors import one_line
 one_line("\x1b")  # ... and the codec that escapes control characters in messages
 before = set(sys.modules)

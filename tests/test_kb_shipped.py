@@ -11,6 +11,7 @@ from pybtex.plugin import find_plugin
 from vlmeft import registry
 from vlmeft.cli import main
 from vlmeft.kb import cite
+from vlmeft.kb.counts import member_count
 from vlmeft.kb.load import load_kb
 
 
@@ -54,13 +55,18 @@ def test_every_leaf_has_three_members(kb):
 def test_tree_command_counts(kb, capsys):
     assert main(["tree"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    shown = {line.split()[0]: int(line.rsplit("(", 1)[1].rstrip(")")) for line in lines[1:] if not line.startswith("uncategorised")}
+    labels = {line.split()[0]: line.rsplit("(", 1)[1].rstrip(")") for line in lines[1:]
+              if not line.startswith("uncategorised")}
+    shown = {k: int(v.split()[0]) for k, v in labels.items()}  # the primary count leads the label
     assert len([k for k in shown if k.count(".") == 1 and k.startswith("prompt.")]) == 3
     assert len([k for k in shown if k.count(".") == 2]) == 7
     assert len([k for k in shown if k.startswith("adapter.")]) == 2
     for node_id, count in shown.items():
         assert count == len(kb.members(node_id))
+        assert labels[node_id] == member_count(kb, node_id).label  # the site labels its counts the same way
     assert shown["prompt"] == sum(shown[t.id] for t in kb.categories.node("prompt").types)
+    if any(r.secondary_categories for r in kb.methods.values()):  # e.g. CoPrompt: also a unimodal adapter
+        assert any(v.endswith(" secondary") for v in labels.values()), labels
 
 
 def test_every_registered_method_has_its_record(kb):

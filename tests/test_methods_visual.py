@@ -48,18 +48,20 @@ def test_vp_edits_only_the_border_and_keeps_text_frozen(fixture: str, request: p
 
 def test_vp_paper_defaults_and_wrong_size() -> None:
     from vlmeft.methods.prompt_visual_pixel.vp import Config, VisualPrompt
+    from vlmeft.recipes import config_for
 
-    cfg = Config()  # defaults chosen on val for 32 px inputs (module notes); paper: lr 40, 1,000 epochs, randn init
-    assert (cfg.lr, cfg.epochs, cfg.optimizer, cfg.weight_decay, cfg.batch_size) == (1.0, 100, "sgd", 0.0, 256)
-    paper = cfg.apply_overrides({"lr": "40", "epochs": "1000", "init_std": "1"})
-    assert (paper.lr, paper.epochs, paper.init_std) == (40.0, 1000, 1.0)
+    cfg = Config()  # the paper recipe: the authors' main_clip.py defaults
+    assert (cfg.lr, cfg.epochs, cfg.optimizer, cfg.weight_decay, cfg.batch_size) == (40.0, 1000, "sgd", 0.0, 256)
+    assert (cfg.init_std, cfg.schedule, cfg.warmup_steps, cfg.augment) == (1.0, "cosine-steps", 1000, False)
+    embedded = config_for(VisualPrompt, "embedded")  # chosen on val for 32 px inputs (module notes)
+    assert (embedded.lr, embedded.epochs, embedded.init_std) == (1.0, 100, 0.0)
     assert VisualPrompt.category == "prompt.visual.pixel" and not VisualPrompt.requires_vision_tokens
     with pytest.raises(VlmeftError, match="pad"):
         cfg.apply_overrides({"pad": "-1"})
 
 
 def test_vp_zero_init_starts_at_zero_shot(tiny_vit) -> None:  # noqa: ANN001
-    vp = registry.get("vp")(tiny_vit, CLASSES, TEMPLATES)  # default init_std 0
+    vp = registry.build("vp", tiny_vit, CLASSES, TEMPLATES, recipe="embedded")  # init_std 0
     images = torch.randn(2, 3, tiny_vit.image_size, tiny_vit.image_size)
     assert torch.equal(vp.prompt(images), images)
     vp(images).logsumexp(-1).sum().backward()  # the zero border still gets a gradient

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from vlmeft.backbone.synthclip import compact
-from vlmeft.backbone.synthclip.pretrain import CHECKPOINT, WEIGHTS, Recipe, clip_loss, lr_at, pretrain
+from vlmeft.backbone.synthclip.pretrain import (CHECKPOINT, WEIGHTS, Recipe, batch_at, clip_loss, lr_at, normalise,
+                                                 prepare_data, pretrain, tokenize, vocabulary)
 from vlmeft.cli import main
 from vlmeft.errors import VlmeftError
 
@@ -67,6 +68,48 @@ def test_resume_refuses_a_different_recipe(smoke_run, tmp_path, capsys):
                  "--out", str(out), "--no-progress"])
     assert code == 2
     assert "batch_size" in capsys.readouterr().err
+
+
+def _eager_batches(recipe: Recipe, steps: int):
+    """The batches as pretraining drew them before rendering became lazy (the derivation the
+    shipped weights were trained with, kept verbatim): every image rendered first, the
+    vocabulary read off every caption, caption ids global over the pool."""
+    from vlmeft.backbone.synthclip.paths import model_config
+    from vlmeft.world.pool import build_pool
+
+    pool = build_pool(recipe.pool_size, recipe.seed)
+    flat = [c for cs in pool.captions for c in cs]
+    uniq, inverse = np.unique(np.array(flat), return_inverse=True)
+    tok = tokenize(uniq.tolist())
+    used = torch.unique(tok)
+    lookup = torch.full((int(model_config()["text_cfg"]["vocab_size"]),), -1, dtype=torch.int64)
+    lookup[used] = torch.arange(len(used))
+    k = len(pool.captions[0])
+    inv = torch.from_numpy(inverse.reshape(-1, k).astype(np.int64))
+    images, tokens = torch.from_numpy(pool.images), lookup[tok][inv]
+    batches = []
+    for step in range(steps):
+        g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
+        idx = torch.randint(len(images), (recipe.batch_size,), generator=g)
+        which = torch.randint(k, (recipe.batch_size,), generator=g)
+        batches.append((normalise(images[idx]), tokens[idx, which], inv[idx, which]))
+    return used, batches
+
+
+def test_lazy_batches_are_bit_identical_to_the_eager_pools():
+    recipe = Recipe(batch_size=32, pool_size=1000, seed=0)
+    data = prepare_data(recipe, progress=False)
+    assert data.pool.rendered == 0  # nothing is rendered before the first step
+    used, eager = _eager_batches(recipe, steps=4)
+    assert torch.equal(data.used_ids, used)
+    for step, (x, tok, cid) in enumerate(eager):
+        lx, ltok, lcid = batch_at(step, data, recipe)
+        assert torch.equal(lx, x) and torch.equal(ltok, tok), step
+        # caption ids are numbered per batch now; the loss reads only which captions are equal
+        assert torch.equal(lcid[:, None] == lcid[None, :], cid[:, None] == cid[None, :]), step
+        assert torch.equal(clip_loss(lx[:, 0, 0, :4], lx[:, 1, 0, :4], torch.tensor(3.0), lcid),
+                           clip_loss(x[:, 0, 0, :4], x[:, 1, 0, :4], torch.tensor(3.0), cid))
+    assert data.pool.rendered <= 4 * 32 < recipe.pool_size  # only what the four batches drew
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
@@ -163,6 +206,17 @@ def test_shipped_weights_are_small_verified_and_cover_the_task_vocabulary():
             texts += t.captions + [g.expression for g in t.grounding]
     missing = set(tokenize(texts).unique().tolist()) - ids
     assert not missing, f"task tokens never trained: {sorted(missing)}"
+
+
+def test_world_vocabulary_is_the_shipped_weights_vocabulary():
+    """The shipped weights were trained with the vocabulary read off all 120,000 rendered
+    captions and store it; the closed word list gives the same ids, so the default recipe
+    still builds the same model (the same compact table, the same initialisation)."""
+    from vlmeft.backbone.synthclip import config_dir
+
+    info = _shipped()
+    stored = load_file(str(config_dir() / info["file"]))["token_embedding.ids"]
+    assert torch.equal(vocabulary(), stored.sort().values)
 
 
 def test_shipped_backbone_quality_bar():

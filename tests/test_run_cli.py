@@ -61,6 +61,30 @@ def test_run_is_reproducible_per_seed(capsys, image_folder):
     assert first["accuracy"] == second["accuracy"] and first["selected"] == second["selected"]
 
 
+def test_run_any_record_says_which_implementation_stands_in(capsys, image_folder):
+    """A record without code of its own runs its category's reference, and says so first."""
+    from vlmeft.kb.load import load_kb
+
+    rec = next(r for _, r in sorted(load_kb().methods.items()) if r.implementation is not None
+               and r.implementation.fidelity == "category-reference"
+               and "classification" in registry.get(r.implementation.id).tasks)
+    impl = rec.implementation.id
+    code, out, err = _run(capsys, "run", rec.id, "--task", f"imagefolder:{image_folder}", "--shots", "1",
+                          "--json", *TINY)
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first == (f"{rec.id} has no implementation of its own; running its category's reference, "
+                     f"{impl} ({rec.category})")
+    result = _last_json(out)
+    assert result["method"] == impl
+    assert result["stand_in"] == {"record": rec.id, "implementation": impl, "fidelity": "category-reference",
+                                  "category": rec.category, "note": first}
+    # A record with its own code runs itself, with nothing standing in.
+    code, out, err = _run(capsys, "run", "zsclip", "--task", f"imagefolder:{image_folder}", "--shots", "1",
+                          "--json", *TINY)
+    assert code == 0 and "stand_in" not in _last_json(out) and "no implementation of its own" not in out
+
+
 def test_run_base_to_novel(capsys):
     code, out, err = _run(capsys, "run", "zsclip", "--task", "shapes", "--shots", "1", "--protocol", "base-to-novel",
                           "--json", *TINY)
@@ -83,8 +107,6 @@ def test_run_cross_domain(capsys):
 
 
 def test_save_then_eval_on_novel_classes(capsys, tmp_path):
-    if not registry.available("coop"):
-        pytest.skip("coop is not implemented yet")
     ckpt = tmp_path / "coop"
     code, out, err = _run(capsys, "run", "coop", "--task", "shapes", "--shots", "1", "--protocol", "base-to-novel",
                           "--set", "epochs=1", "--set", "n_ctx=2", "--save", str(ckpt), "--json", *TINY)
@@ -131,8 +153,6 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, message):
 
 
 def test_vision_token_method_on_resnet_names_runnable_methods(capsys):
-    if not registry.available("vpt"):
-        pytest.skip("vpt is not implemented yet")
     code, out, err = _run(capsys, "params", "vpt", "--backbone", "vlmeft-tiny-rn")
     assert code == 2 and "ResNet" in err and "methods that run on it:" in err and "coop" in err and "vpt," not in err
 
@@ -145,8 +165,6 @@ def test_params_counts_and_last_line_is_the_integer(capsys):
 
 
 def test_params_coop_matches_the_paper_on_vit_b16(capsys):
-    if not registry.available("coop"):
-        pytest.skip("coop is not implemented yet")
     # CoOp with 4 context vectors of the 512-wide ViT-B/16 text embedding: 2,048 parameters.
     code, out, err = _run(capsys, "params", "coop", "--backbone", "ViT-B-16", "--set", "n_ctx=4")
     assert code == 0, err
@@ -162,6 +180,7 @@ def test_methods_lists_every_id(capsys):
     code, out, err = _run(capsys, "methods", "--json")
     data = json.loads(out)
     assert data["zsclip"]["category"] == "prompt.textual.handcrafted" and "training_free" in data["zsclip"]["flags"]
+    assert data["zsclip"]["origin"] == "builtin" and data["zsclip"]["status"] == "ok"
 
 
 def test_console_script_error_has_no_traceback():

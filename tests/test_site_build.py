@@ -142,6 +142,22 @@ def test_fixture_site_has_the_pages(fixture_site: Path) -> None:
     assert "category/prompt.textual.learnable" in tags and "year/2022" in tags
 
 
+def test_home_page_holds_the_generated_overview(fixture_site: Path) -> None:
+    html = (fixture_site / "index.html").read_text()
+    assert "<!-- vlmeft:overview -->" not in html  # the hook replaced the marker
+    assert 'id="which-method"' in html and 'class="vx-filter"' in html and 'class="mermaid"' in html
+    assert 'href="generated/methods/coop/"' in html  # links were resolved like any page's
+    assert not list(fixture_site.rglob("*.partial"))  # the partial itself is never published
+
+
+def test_conformance_reasons_stay_literal(fixture_site: Path) -> None:
+    html = (fixture_site / "generated/conformance/index.html").read_text()
+    # A pipe stays inside its tooltip as an entity (the browser shows "|"; tests/browser checks
+    # it there), and ":smile:" is not turned into an emoji (no emoji extension).
+    assert 'title="batch 4 vs 1: max &#124;diff&#124; 3.8e-06 :smile:"' in html
+    assert "&lt;span" not in html and "✅" not in html
+
+
 def test_shipped_kb_builds_strict_with_links_resolving(shipped_site: Path) -> None:
     from vlmeft.kb.load import load_kb
 

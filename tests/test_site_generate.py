@@ -130,7 +130,8 @@ def test_taxonomy_overview_has_mermaid_tree_with_counts(kb, site) -> None:
     assert "```mermaid" in page and "Reconstruction" in page
     # coop (primary) and xss-probe (primary) under learnable; xss-probe also under token (secondary)
     assert f'{mermaid_id("prompt.textual.learnable")}["Learnable text prompt (2)"]' in page
-    assert f'{mermaid_id("prompt.visual.token")}["Token-level visual prompt (1)"]' in page
+    # the label shape of `vlmeft tree` (vlmeft.kb.counts): secondary placements counted apart
+    assert f'{mermaid_id("prompt.visual.token")}["Token-level visual prompt (0 + 1 secondary)"]' in page
     assert f'{mermaid_id("prompt")}["Prompt (2)"]' in page
     assert f'{mermaid_id("adapter.unimodal")}["Unimodal adapter (1)"]' in page
 
@@ -158,7 +159,7 @@ def test_results_are_shown_when_present(site) -> None:
     png = site.files[f"{GEN}/img/accuracy-vs-shots-digits.png"]
     assert isinstance(png, bytes) and png.startswith(b"\x89PNG")
     assert "## Seed variance" in bench
-    assert "✅ pass" in site.files[method_path("coop")]
+    assert '<span class="vx-status vx-pass"' in site.files[method_path("coop")]
 
 
 def test_missing_results_and_modules_read_not_yet(bare_site) -> None:
@@ -215,6 +216,104 @@ def test_nav_reaches_every_generated_page(site) -> None:
     walk(site.nav)
     pages = {p for p in site.files if p.endswith(".md")}
     assert pages <= listed and {"index.md", "contributing.md"} <= listed
+
+
+def test_methods_nav_is_grouped_by_taxonomy_leaf(site) -> None:
+    (methods,) = [item["Methods"] for item in site.nav if "Methods" in item]
+    groups = {k: v for entry in methods[1:] for k, v in entry.items()}
+    assert methods[0] == PATHS["methods"]
+    assert groups["Learnable text prompt"] == [method_path("coop"), method_path("xss-probe")]
+    assert groups["Unimodal adapter"] == [method_path("adaptformer")]
+    assert groups["Baselines"] == [method_path("linear-probe")]  # no category: after the taxonomy
+
+
+# --- conformance ---------------------------------------------------------------------
+
+def test_conformance_cells_are_kept_per_backbone(kb, site) -> None:
+    ctx = make_context(kb, results_dir=RESULTS)
+    conf = ctx.conformance
+    assert conf.backbones == ["synthclip-tiny (fixture)", "vlmeft-tiny-rn"]
+    index = conf.index()
+    assert index[("coop", "signature.trains", "synthclip-tiny (fixture)")]["status"] == "pass"
+    assert index[("coop", "signature.trains", "vlmeft-tiny-rn")]["status"] == "fail"  # not overwritten
+    assert conf.counts("vlmeft-tiny-rn") == {"pass": 3, "fail": 1, "na": 1}
+    page = site.files[PATHS["conformance"]]
+    assert '=== "synthclip\\-tiny \\(fixture\\)"' in page and '=== "vlmeft\\-tiny\\-rn"' in page
+    tabs = page.split('=== "')[1:]
+    first, second = tabs[0].split("\n## ")[0], tabs[1].split("\n## ")[0]
+    coop_first = next(line for line in first.splitlines() if "coop.md#conformance" in line)
+    coop_second = next(line for line in second.splitlines() if "coop.md#conformance" in line)
+    assert "vx-pass" in coop_first.split("|")[2] and "vx-fail" in coop_second.split("|")[2]  # trains column
+    assert "ResNet image tower" not in first and "ResNet image tower" in second
+    # Summary counts per backbone, and the failures name their backbone.
+    assert "| `vlmeft-tiny-rn` | 3 | 1 | 1 | random init |" in page
+    assert "`vlmeft-tiny-rn`: rn\\-only failure" in page
+
+
+def test_conformance_reasons_cannot_split_a_table(site) -> None:
+    page = site.files[PATHS["conformance"]]
+    assert 'title="batch 4 vs 1: max &#124;diff&#124; 3.8e-06 :smile:"' in page
+    assert md.table_problems(page) == []
+    method = site.files[method_path("coop")]  # the method page: one tab per backbone, reasons as text
+    assert "max \\|diff\\|" in method and method.count('=== "') == 3 + 2  # BibTeX/CSL/Text + 2 backbones
+
+
+def test_a_malformed_generated_table_stops_the_build() -> None:
+    from vlmeft.sitegen.generate import check_tables
+
+    bad = md.table(["method", "status"], [["coop", '<span title="max |diff|">pass</span>']])
+    with pytest.raises(VlmeftError, match=r"generated/x\.md.*line 3: 4 cells under a 2-column header"):
+        check_tables({"generated/x.md": bad})
+    check_tables({"generated/x.md": md.table(["a", "b"], [["`x|y`", "c \\| d"]])})  # code and escapes are fine
+
+
+def test_attr_and_text_keep_pipes_inside_their_cell() -> None:
+    assert md.attr('a|b "c"') == "a&#124;b &quot;c&quot;"
+    row = md.table(["a", "b"], [[md.text("x | y"), f'<span title="{md.attr("p|q")}">z</span>']])
+    assert md.table_problems(row) == []
+    assert md.table_cells(row.splitlines()[2]) == [" x \\| y ", ' <span title="p&#124;q">z</span> ']
+
+
+# --- benchmark page and home overview -------------------------------------------------
+
+def test_benchmark_page_opens_with_plots_then_pivots_then_full_rows(site) -> None:
+    page = site.files[PATHS["benchmark"]]
+    order = [page.index(h) for h in ("## Plots", "## Summary", "## Full results", "## Seed variance")]
+    assert order == sorted(order)
+    # method x shots: means only, best at the largest shot count first; links to the method's measurements
+    assert "| method | 1 shot | 4 shots | 16 shots |" in page
+    assert "| [CoOp](methods/coop.md#measured) | 43.0 | 57.0 | 70.0 |" in page
+    coop, probe = "[CoOp](methods/coop.md#measured) | 43.0", "[Linear probe](methods/linear-probe.md#measured) | 40.0"
+    assert page.index(coop) < page.index(probe)
+    # method x protocol: one headline number per (protocol, task)
+    assert "| method | digits 16\\-shot | shapes\\-b2n HM |" in page
+    # full rows fold away, each block with the anchor the pivots link to
+    assert '??? note "Few-shot: all 6 rows"' in page and "{: #full-few-shot }" in page
+    assert "(#full-few-shot)" in page and "(#full-base-to-novel)" in page
+
+
+def test_home_overview_columns(kb, site) -> None:
+    from vlmeft.sitegen.overview import MARKER, PARTIAL, reported_hm
+
+    shipped = load_kb()  # controlled result ids (vocab.yaml); the fixture KB has free-text results
+    assert reported_hm(shipped, shipped.methods["coop"]).value == 71.66
+    assert reported_hm(shipped, shipped.methods["linear-probe"]) is None
+    assert reported_hm(kb, kb.methods["coop"]).value == 71.66
+    home = site.files[PARTIAL]
+    assert MARKER not in home and "```mermaid" in home and 'class="vx-filter"' in home
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in home.splitlines() if line.startswith("| [")}
+    coop = rows["[CoOp](generated/methods/coop.md)"]
+    # category, towers, params at ViT-B/16, training-free, code, accuracy here (digits, 16 shots), reported HM
+    source = "https://github.com/muzairkhattak/multimodal-prompt-learning"
+    assert coop[1:] == ["text", "8,192", "no", "own, simplified", "70.0", f'<a href="{source}" rel="noopener">71\\.66</a>']
+    assert coop[0] == "[Learnable text prompt](generated/taxonomy/prompt.textual.learnable.md)"
+    probe = rows["[Linear probe](generated/methods/linear-probe.md)"]
+    # no count in the record: training-free judged by the benchmark's measured parameters
+    assert probe == ["baseline", "image", "–", "no", "own, simplified", "67.0", "–"]
+    adapt = rows["[AdaptFormer](generated/methods/adaptformer.md)"]
+    assert adapt[4].startswith("via ") and adapt[5] == "–"  # a category reference has no number of its own
+    assert md.table_problems(home) == []
 
 
 # --- results files -------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vlmeft.world import draw
-from vlmeft.world.pool import build_pool, load_or_build_pool, render_sample
+from vlmeft.world.pool import LazyPool, Pool, build_pool, load_or_build_pool, open_pool, render_sample
 from vlmeft.world.samples import render_digit, render_object, render_scene
 from vlmeft.world.vocab import BACKGROUNDS, COLORS, HELD_OUT_BACKGROUNDS, IMAGE_SIZE, SHAPES, caption_words
 
@@ -124,6 +124,18 @@ def test_pool_cache_round_trip(tmp_path, monkeypatch):
     # a pool's prefix does not depend on its length
     c = build_pool(20, seed=9)
     assert np.array_equal(c.images, a.images[:20])
+    # open_pool reads the cached pool; without a cache it renders lazily and writes nothing
+    assert isinstance(open_pool(50, seed=9), Pool)
+    lazy = open_pool(40, seed=9)
+    assert isinstance(lazy, LazyPool) and lazy.rendered == 0 and len(list(tmp_path.glob("pool-*"))) == 1
+
+
+def test_lazy_pool_renders_only_what_is_asked_and_matches_the_eager_pool():
+    eager, lazy = build_pool(30, seed=4), LazyPool(30, seed=4)
+    idx = [7, 3, 7, 29]
+    assert np.array_equal(lazy.images_at(idx), eager.images[idx]) and lazy.rendered == 3
+    assert [lazy.captions_at(i) for i in idx] == [eager.captions[i] for i in idx] and lazy.rendered == 3
+    assert np.array_equal(lazy.images_at(range(30)), eager.images) and lazy.rendered == 30
 
 
 @pytest.mark.parametrize("kind", BACKGROUNDS + HELD_OUT_BACKGROUNDS)

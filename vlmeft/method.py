@@ -21,6 +21,12 @@ from torch import Tensor, nn
 
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.errors import VlmeftError
+from vlmeft.recipes import Source
+
+# The choices of MethodConfig.schedule and .select (a Config that changes the default
+# re-annotates the field with these, so `--set` keeps checking the value).
+Schedule = typing.Literal["dassl", "legacy", "cosine-steps"]
+Select = typing.Literal["last", "val"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -72,8 +78,11 @@ def _json_value_fits(value: Any, kind: Any) -> bool:
 
 @dataclass
 class MethodConfig:
-    """Training settings shared by all methods; subclasses add their own fields and
-    override these defaults with the paper's values."""
+    """Training settings shared by all methods. The defaults are Dassl's (the trainer
+    library of CoOp and most of its successors: ``dassl/config/defaults.py`` of
+    KaiyangZhou/Dassl.pytorch @ c61a1b5, with CoOp's ``configs/trainers/CoOp/vit_b16.yaml``);
+    each method's Config overrides them with its paper's recipe (:mod:`vlmeft.recipes`).
+    The embedded recipe's shared overrides are :data:`vlmeft.recipes.EMBEDDED_BASE`."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -83,7 +92,20 @@ class MethodConfig:
     momentum: float = 0.9
     warmup_epochs: int = 1  # constant warm-up at warmup_lr, as in CoOp's recipe
     warmup_lr: float = 1e-5
-    augment: bool = False  # random crop + flip; disables the exact image-feature cache
+    # The lr schedule (vlmeft.engine.schedule): "dassl" = per-epoch cosine restarted after
+    # the constant warm-up (Dassl's WARMUP_RECOUNT); "legacy" = the project's first
+    # per-epoch cosine, counted from epoch 0 (the embedded recipe's); "cosine-steps" = a
+    # per-step cosine after a linear warm-up of `warmup_steps` (Tip-Adapter-F, CLIP-LoRA, VP).
+    schedule: Schedule = "dassl"
+    warmup_steps: int = 0  # linear warm-up steps of the "cosine-steps" schedule
+    # Training images are randomly resized-cropped (area scale (crop_scale, 1), bicubic,
+    # from the original image) and flipped, as Dassl's "random_resized_crop" +
+    # "random_flip"; disables the exact image-feature cache.
+    augment: bool = True
+    crop_scale: float = 0.08  # Dassl's INPUT.RRCROP_SCALE lower bound
+    # Which trained state is kept: "last" (Dassl's TEST.FINAL_MODEL "last_step") or "val"
+    # (the epoch with the best accuracy on the few-shot val split).
+    select: Select = "last"
     precision: typing.Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast
     # Opt-in lr rescaling by logit scale. Cross-entropy gradients are proportional to the
     # logit scale, so a paper's SGD lr (tuned at CLIP's 100) takes smaller steps on a backbone
@@ -98,6 +120,13 @@ class MethodConfig:
     # paper's epochs give fewer (40 images at batch 32 = 1 step an epoch), the engine runs
     # more epochs (the cosine schedule stretches over them). 0 = exactly `epochs`.
     min_steps: int = 0
+    # When > 0, training runs exactly steps_per_shot x shots optimiser steps whatever
+    # `epochs` says (CLIP-LoRA's "500 x shots iterations"); shots = the largest class.
+    steps_per_shot: int = 0
+
+    # The paper recipe's citation and this method's embedded overrides (vlmeft.recipes).
+    source: typing.ClassVar[Source | None] = None
+    embedded: typing.ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,13 +180,15 @@ class MethodConfig:
 
     def validate(self) -> None:
         """Reject settings that cannot work; subclasses extend."""
-        for name in ("epochs", "batch_size", "min_steps"):
+        for name in ("epochs", "batch_size", "min_steps", "steps_per_shot", "warmup_steps"):
             if getattr(self, name) < 0 or (name == "batch_size" and self.batch_size == 0):
                 raise VlmeftError(f"{name} must be positive, got {getattr(self, name)}", where="--set")
         if self.lr < 0:
             raise VlmeftError(f"lr must be non-negative, got {self.lr}", where="--set")
         if self.lr_logit_scale < 0:
             raise VlmeftError(f"lr_logit_scale must be non-negative, got {self.lr_logit_scale}", where="--set")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise VlmeftError(f"crop_scale must lie in (0, 1], got {self.crop_scale}", where="--set")
 
 
 class Method(nn.Module):
@@ -179,6 +210,13 @@ class Method(nn.Module):
     # Text features depend on the image (CoCoOp's conditional context): never cached.
     image_conditioned_text: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    # Configs that switch the mechanism (``--set`` strings by variant name, e.g.
+    # ``{"shallow": {"deep": "false"}}``): the conformance matrix probes each as its own row.
+    # Read from the class's own body only: a subclass's Config may lack the fields.
+    conformance_variants: ClassVar[dict[str, dict[str, str]]] = {}
+    # The recipe the config came from ("paper" / "embedded"; set by registry.build,
+    # None for a config built by hand); recorded in checkpoints and result rows.
+    recipe: str | None = None
 
     def __init__(
         self,

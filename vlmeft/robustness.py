@@ -301,10 +301,33 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
+# The code an outcome depends on (package-relative globs): the loader, its errors, this run.
+_LOADER_CODE = ("kb/*.py", "errors.py", "registry.py", "robustness.py")
+
+
+def fingerprint(fuzz: int, seed: int, corpus: Path = CORPUS, good: Path = GOOD_RECORDS) -> str:
+    """The hash of what a run's outcomes depend on: the loader code, the corpus, the valid
+    records the mutants start from, the shipped base files, the registered ids (a record
+    may link only to those) and the run's settings. ``results/robustness.json`` stores it."""
+    import vlmeft
+    from vlmeft import registry
+    from vlmeft.fingerprint import files
+    from vlmeft.fingerprint import fingerprint as digest
+    from vlmeft.kb.load import shipped_dir
+
+    sources = (files(Path(vlmeft.__file__).resolve().parent, "vlmeft", _LOADER_CODE) + files(corpus, "corpus", ("*",))
+               + files(good, "good", ("*.yaml",)) + [(f"taxonomy/{n}", shipped_dir() / n) for n in BASE_FILES])
+    ids = [n for n in registry.names() if registry.entry(n).origin == registry.BUILTIN]
+    return digest(sources, {"fuzz": fuzz, "seed": seed, "registered": ids})
+
+
 def run(fuzz: int = 500, seed: int = 0, corpus: Path = CORPUS) -> dict[str, Any]:
-    """Corpus + generated inputs + ``fuzz`` mutants: the summary dict."""
+    """Corpus + generated inputs + ``fuzz`` mutants: the summary dict, with the fingerprint
+    of what made it."""
     cases = corpus_cases(corpus) + generated_cases() + fuzz_cases(fuzz, seed, corpus)
-    return summarise(list(iter_outcomes(cases)))
+    summary = summarise(list(iter_outcomes(cases)))
+    summary.update(fuzz=fuzz, seed=seed, fingerprint=fingerprint(fuzz, seed, corpus))
+    return summary
 
 
 def write_summary(summary: dict[str, Any], path: Path = RESULTS) -> Path:

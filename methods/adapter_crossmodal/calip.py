@@ -67,19 +67,28 @@ well past zero-shot (59.5% test, mean over seeds 1-3, with the settings above).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
+from vlmeft.recipes import Source
 
 
 @dataclass
 class Config(MethodConfig):
-    """CALIP settings; ``few_shot=True`` gives CALIP-FS."""
+    """CALIP settings; ``few_shot=True`` gives CALIP-FS.
+
+    The released code is training-free only: ``run_imagenet.py`` with ``configs/imagenet.yaml``
+    of ZiyuGuo99/CALIP (@ 83e21b6), fp16 (``clip.load`` on CUDA), which grid-searches beta2
+    in (0, 2] and beta3 in (0, 0.1] on the *test* features; here they stay fixed at the
+    middle of those ranges (module notes). CALIP-FS has no released code and its training
+    settings could not be checked against the paper here: its lr and optimiser below are
+    this project's, chosen on val (module notes), in both recipes."""
 
     beta1: float = 1.0  # zero-shot term
     beta2: float = 1.0  # image vs visual-guided text term
@@ -91,6 +100,9 @@ class Config(MethodConfig):
     lr: float = 1e-2  # CALIP-FS only; 1e-3 and 1e-2 tried on val, 1e-2 kept (module notes)
     optimizer: Literal["sgd", "adamw"] = "adamw"
 
+    source: ClassVar[Source] = Source("ZiyuGuo99/CALIP", "configs/imagenet.yaml", "83e21b6", "fp16")
+    embedded: ClassVar[dict[str, Any]] = {}
+
     def validate(self) -> None:
         super().validate()
         if self.temperature <= 0:
@@ -99,6 +111,7 @@ class Config(MethodConfig):
             raise VlmeftError("few_shot=true trains linear layers: set epochs > 0", where="--set")
 
 
+@registry.register(reference_for="adapter.crossmodal")
 class CALIP(Method):
     """Parameter-free two-way attention between patch tokens and class text features."""
 
@@ -108,6 +121,7 @@ class CALIP(Method):
     requires_vision_tokens = True
     training_free = True  # per instance: False when config.few_shot (CALIP-FS)
     frozen_image_path = False
+    conformance_variants = {"fs": {"few_shot": "true", "epochs": "1"}}  # CALIP-FS
 
     def __init__(self, backbone, classnames, templates, config: Config | None = None) -> None:
         super().__init__(backbone, classnames, templates, config)

@@ -38,7 +38,7 @@ effect on the features starts tiny. We reproduce that with :func:`scale_grad`.
 * The class text is the first template (the released code uses "a photo of a {}.");
   text features are re-encoded each training step and cached at evaluation.
 * Vision tokens are required (a ResNet tower has no blocks to adapt).
-* **Defaults for tiny few-shot splits: lr 0.007 (released: 0.0015) and at least 100
+* **The embedded recipe, for tiny few-shot splits: lr 0.007 (released: 0.0015) and at least 100
   optimiser steps** (``min_steps``; released: 5 epochs). 4 shots of 10 classes at batch
   16 are 2 steps an epoch, 10 in all, and the kept state equals zero-shot; the embedded
   backbone's learned logit scale (~22, CLIP: 100) also shrinks the gradients ~4.6x.
@@ -57,21 +57,31 @@ same run with 10 steps (the released 5 epochs) stays at zero-shot exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.adapters_common import ReencodedTextMixin, scale_grad, transformer_blocks
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
+from vlmeft.recipes import Source
 
 REFERENCE_DEPTH = 12  # the released settings are for 12-block towers (ViT-B/16)
 
 
 @dataclass
 class Config(MethodConfig):
-    """MMA settings (released ViT-B/16 base-to-novel config)."""
+    """MMA's released ViT-B/16 recipe, ``configs/trainers/MultiModalAdapter/vit_b16_ep5.yaml``
+    of ZjjConan/Multi-Modal-Adapter (@ 547ee34), on Dassl's defaults: blocks 5-12, bottleneck
+    32, scale 0.001, SGD lr 0.0015 (momentum 0.9, weight decay 5e-4), batch 16, 5 epochs,
+    no warm-up, Dassl's cosine, random resized crop + flip, amp (``TRAINER.MMADAPTER.PREC``),
+    the last epoch evaluated (``scripts/mmadapter/base2new_test.sh --load-epoch``).
+
+    Embedded recipe: lr 0.007 and at least 100 optimiser steps (val evidence in the
+    module notes)."""
 
     adapter_start: int = 5  # first adapted block of a 12-block tower, 1-based
     adapter_end: int = 12  # last adapted block of a 12-block tower, 1-based
@@ -79,9 +89,12 @@ class Config(MethodConfig):
     adapter_scale: float = 0.001
     epochs: int = 5
     batch_size: int = 16
-    lr: float = 7e-3  # released: 1.5e-3 (module notes)
-    min_steps: int = 100  # released: 5 epochs whatever the split size
+    lr: float = 1.5e-3
     warmup_epochs: int = 0
+
+    source: ClassVar[Source] = Source("ZjjConan/Multi-Modal-Adapter",
+                                      "configs/trainers/MultiModalAdapter/vit_b16_ep5.yaml", "547ee34", "amp")
+    embedded: ClassVar[dict[str, Any]] = {"lr": 7e-3, "min_steps": 100}
 
     def validate(self) -> None:
         super().validate()
@@ -108,6 +121,7 @@ def _linear(d_in: int, d_out: int) -> nn.Linear:
     return layer
 
 
+@registry.register
 class MMA(ReencodedTextMixin, Method):
     """Per-tower down/up projections around a middle layer shared by both towers."""
 

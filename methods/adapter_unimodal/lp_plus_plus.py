@@ -43,31 +43,54 @@ uses the gradient summed over *all* epochs so far.
 * The release keeps only the test accuracy of the best val epoch; here the state of
   that epoch is kept, so the trained probe can be saved and reused.
 * A class without training images keeps a zero visual prototype.
+
+## Fidelity
+Compared with the release (``LinearProbe_P2.forward`` of
+FereshteShakeri/FewShot-CLIP-Strong-Baseline @ f81054f, fed the same synthclip-tiny
+features of digits, 4 shots, seed 1, and the same initial bias; its one-hot encoding run
+in fp32 instead of fp16 so that it runs on a CPU): after 300 epochs the visual weights
+agree to 1.1e-5 (entries up to 25) and the biases to 4.3e-6, and the test accuracy at the
+best val epoch is the same, 60.85%.
+
+## The embedded recipe
+None: LP++ has no hyperparameter to calibrate (its step sizes come from the data), and
+it runs its own loop, so the embedded recipe's shared settings do not touch it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.adapters_common import require_class_count
 from vlmeft.errors import VlmeftError
-from vlmeft.method import Method, MethodConfig
+from vlmeft.method import Method, MethodConfig, Select
+from vlmeft.recipes import Source
 
 
 @dataclass
 class Config(MethodConfig):
-    """LP++ settings: ``lp_epochs`` full-batch steps inside ``fit_cache`` (the engine's
-    ``epochs`` stay 0)."""
+    """``methods/linear_probe_p2.py`` of FereshteShakeri/FewShot-CLIP-Strong-Baseline
+    (@ f81054f) with ``configs/base.yaml`` (``train_epoch`` 300): ``lp_epochs`` full-batch
+    steps inside ``fit_cache`` (the engine's ``epochs`` stay 0), SGD momentum 0.9 and the
+    data-driven step sizes, the blending weights stepped every 10 epochs, the best val
+    epoch kept. The release runs CLIP in fp16 (``clip.load`` on CUDA)."""
 
     epochs: int = 0
     lp_epochs: int = 300  # configs/base.yaml train_epoch
     alpha_every: int = 10  # epochs between two steps of the blending weights
     alpha_init_scale: float = 250.0  # alpha_0 = scale x mean text-image cosine of each class
     momentum: float = 0.9
+    select: Select = "val"  # the best val epoch (inside select_on_val; the engine's loop is not used)
+
+    source: ClassVar[Source] = Source("FereshteShakeri/FewShot-CLIP-Strong-Baseline", "methods/linear_probe_p2.py",
+                                      "f81054f", "fp16", "train_epoch 300 from configs/base.yaml")
+    embedded: ClassVar[dict[str, Any]] = {}
 
     def validate(self) -> None:
         super().validate()
@@ -75,6 +98,7 @@ class Config(MethodConfig):
             raise VlmeftError("lp_epochs and alpha_every must be >= 1", where="--set")
 
 
+@registry.register
 class LPPlusPlus(Method):
     """``logits = W f + b + alpha * (f . t)`` with data-driven step sizes."""
 

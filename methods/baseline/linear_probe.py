@@ -27,24 +27,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
+from vlmeft.recipes import Source
 
 
 @dataclass
 class Config(MethodConfig):
     """The engine's loop is not used (``epochs = 0``); ``C`` is the default inverse
-    regularisation strength when there is no val split to search it on."""
+    regularisation strength when there is no val split to search it on.
+
+    Paper recipe: CoOp's ``lpclip/linear_probe.py`` (KaiyangZhou/CoOp @ ff61507): L-BFGS
+    logistic regression (``max_iter`` 1000) with ``C`` searched on the ``min(K, 4)``-shot val
+    split; features from CLIP's eval transform (``lpclip/feat_extractor.py``). Its grid
+    (1e-6..1e6, then 8 bisection rounds) is coarser here (module notes). Nothing differs
+    between the two recipes."""
 
     epochs: int = 0
     C: float = 1.0
     max_iter: int = 1000
     search: bool = True  # sweep C on val (CLIP's protocol)
+
+    source: ClassVar[Source] = Source("KaiyangZhou/CoOp", "lpclip/linear_probe.py", "ff61507", "fp16")
+    embedded: ClassVar[dict[str, Any]] = {}
 
     def validate(self) -> None:
         super().validate()
@@ -52,6 +64,7 @@ class Config(MethodConfig):
             raise VlmeftError(f"C must be positive, got {self.C}", where="--set C")
 
 
+@registry.register
 class LinearProbe(Method):
     """``logits = W f + b`` on frozen normalised image features ``f``."""
 

@@ -21,7 +21,7 @@ What this version follows: the MaPLe repository's IVLP (2 text + 2 vision tokens
 12 in both towers, text init "a photo of a", lr 0.0035, 5 epochs, batch 4). Depths are
 clipped to each tower's layer count (:func:`vlmeft.prompting.resolve_depth`).
 
-What this version changes in the defaults: **at least 300 optimiser steps**
+What the embedded recipe changes (``Config.embedded``; the paper recipe keeps the official values): **at least 300 optimiser steps**
 (``min_steps``), as for MaPLe. 5 epochs of 40 images at batch 4 are 50 steps. Chosen on
 val (digits, 4 shots, mean over seeds 1-3): 50 / 150 / 300 steps give 0.667 / 0.708 /
 0.758 (world-v2 backbone, zero-shot 0.608). Splits large enough for 300 steps in 5 epochs train exactly as
@@ -32,28 +32,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
+from vlmeft.recipes import Source
 from vlmeft.prompting import TextPromptLearner, deep_prompt_hook, prompt_stack, resolve_depth
 
 
 @dataclass
 class Config(MethodConfig):
-    """The MaPLe repository's IVLP recipe (IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml)."""
+    """The MaPLe repository's IVLP recipe, ``configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml``
+    of muzairkhattak/multimodal-prompt-learning (@ 69bce21), on Dassl's defaults: 2 text +
+    2 vision tokens in all 12 layers, SGD lr 0.0035, batch 4, 5 epochs, one constant
+    warm-up epoch at 1e-5 then Dassl's cosine, random resized crop + flip, fp16, the last
+    epoch evaluated (``scripts/independent-vlp/base2new_test_ivlp.sh`` loads epoch 5).
+
+    Embedded recipe: at least 300 optimiser steps (val evidence in the module notes)."""
 
     epochs: int = 5
     batch_size: int = 4
     lr: float = 0.0035
-    min_steps: int = 300  # paper: 5 epochs whatever the split size (module notes)
     n_ctx_text: int = 2
     n_ctx_vision: int = 2
     ctx_init: str = "a photo of a"  # initialises the input-layer text context
     depth_text: int = 12  # layers carrying text prompts (clipped to the text tower)
     depth_vision: int = 12  # layers carrying vision prompts (clipped to the image tower)
+
+    source: ClassVar[Source] = Source("muzairkhattak/multimodal-prompt-learning",
+                                      "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml", "69bce21", "fp16")
+    embedded: ClassVar[dict[str, Any]] = {"min_steps": 300}
 
     def validate(self) -> None:
         super().validate()
@@ -61,6 +73,7 @@ class Config(MethodConfig):
             raise VlmeftError(f"n_ctx_vision must be at least 1, got {self.n_ctx_vision}", where="--set")
 
 
+@registry.register(reference_for="prompt.multimodal.decoupled")
 class IVLP(Method):
     """Deep prompts in both towers, learned independently."""
 

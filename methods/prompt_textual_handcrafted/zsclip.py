@@ -18,17 +18,26 @@ own list); the paper's per-dataset template engineering is not reproduced.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from vlmeft import registry
 from vlmeft.method import Method, MethodConfig
+from vlmeft.recipes import Source
 
 
 @dataclass
 class Config(MethodConfig):
-    """Nothing is trained: zero epochs."""
+    """Nothing is trained: zero epochs, and the two recipes are the same. CoOp's
+    zero-shot baseline is ``trainers/zsclip.py`` of KaiyangZhou/CoOp (@ ff61507), fp16; the
+    templates here come from the task (module notes)."""
 
     epochs: int = 0
 
+    source: ClassVar[Source] = Source("KaiyangZhou/CoOp", "trainers/zsclip.py", "ff61507", "fp16")
+    embedded: ClassVar[dict[str, Any]] = {}
 
+
+@registry.register(reference_for="prompt.textual.handcrafted")
 class ZSCLIP(Method):
     """Logits = ``logit_scale * image_feature @ ensemble_text_weights.T``.
 

@@ -27,21 +27,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.method import Method, MethodConfig
+from vlmeft.recipes import Source
 from vlmeft.prompting import TextPromptLearner
 
 
 @dataclass
 class Config(MethodConfig):
-    """CoOp's ViT-B/16 recipe (configs/trainers/CoOp/vit_b16.yaml): SGD, lr 0.002, batch 32,
-    cosine schedule with one constant warm-up epoch at 1e-5, 16 random context tokens.
-    The paper trains 200 epochs at 8/16 shots and 100 at 2/4 shots. We keep 200: with
-    cached image features an epoch on our embedded tasks is a handful of text-encoder
-    steps, so the paper's schedule costs seconds."""
+    """CoOp's ViT-B/16 recipe, ``configs/trainers/CoOp/vit_b16.yaml`` of KaiyangZhou/CoOp
+    (@ ff61507), on Dassl's defaults: SGD (momentum 0.9, weight decay 5e-4), lr 0.002,
+    batch 32, 200 epochs, one constant warm-up epoch at 1e-5 then Dassl's cosine, random
+    resized crop (0.08-1, bicubic) + flip, 16 random context tokens, fp16
+    (``TRAINER.COOP.PREC`` in ``train.py``), the last epoch evaluated. That file is the
+    8/16-shot one: ``COOP.md`` trains 1 shot with ``*_ep50.yaml`` and 2/4 shots with
+    ``*_ep100.yaml`` (``--set epochs=50`` / ``100``).
+
+    Embedded recipe: the shared base only (val selection, no augmentation, the legacy
+    schedule); with cached image features an epoch on the embedded tasks is a handful of
+    text-encoder steps, so the paper's 200 epochs cost seconds."""
 
     epochs: int = 200
     batch_size: int = 32
@@ -50,7 +59,11 @@ class Config(MethodConfig):
     ctx_init: str = ""  # e.g. "a photo of a": initialise the context from these words
     csc: bool = False  # class-specific context (one context per class)
 
+    source: ClassVar[Source] = Source("KaiyangZhou/CoOp", "configs/trainers/CoOp/vit_b16.yaml", "ff61507", "fp16")
+    embedded: ClassVar[dict[str, Any]] = {}
 
+
+@registry.register(reference_for="prompt.textual.learnable")
 class CoOp(Method):
     """Learnable text context, class token at the end; frozen image path."""
 
@@ -59,6 +72,7 @@ class CoOp(Method):
     Config = Config
     requires_vision_tokens = False
     frozen_image_path = True
+    conformance_variants = {"csc": {"csc": "true"}}
 
     def __init__(
         self, backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], config: Config | None = None

@@ -18,7 +18,7 @@ method's ``templates``) rather than one dataset-specific template. We follow the
 squared L2 distance of normalised features; the official code writes the same idea as
 $1 - \\overline{\\cos}$, which is half of it, so its $\\lambda=8$ corresponds to 4 here.
 
-What this version changes in the defaults: **lr 0.02** (paper: 0.002). On the embedded
+What the embedded recipe changes (``Config.embedded``; the paper recipe keeps the official values): **lr 0.02** (paper: 0.002). On the embedded
 backbone (learned logit scale ~22 rather than CLIP's 100, so ~4.6x smaller gradients)
 and 40 training images (one full-batch step an epoch), the paper's lr leaves the context
 near its init. Chosen on val (digits, 4 shots, mean over seeds 1-3): lr 0.002 gives
@@ -28,10 +28,13 @@ near its init. Chosen on val (digits, 4 shots, mean over seeds 1-3): lr 0.002 gi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor
 
+from vlmeft import registry
 from vlmeft.errors import VlmeftError
+from vlmeft.recipes import Source
 
 from .coop import Config as CoOpConfig
 from .coop import CoOp
@@ -39,15 +42,25 @@ from .coop import CoOp
 
 @dataclass
 class Config(CoOpConfig):
-    """KgCoOp's ViT-B/16 recipe (vit_b16_ep100_ctxv1): CoOp's prompt learner with 4 tokens
-    from "a photo of a", SGD lr 0.002, batch 128, 100 epochs, lambda 8."""
+    """KgCoOp's ViT-B/16 recipe, ``KgCoOp/configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml``
+    of htyao89/KgCoOp (@ c43ccc3), run by ``KgCoOp/scripts/base2new_train.sh`` (N_CTX 4,
+    W 8.0 in ``scripts/run.sh``), on its Dassl's defaults: CoOp's prompt learner with 4
+    tokens from "a photo of a", SGD lr 0.002, batch 128, 100 epochs, one constant warm-up
+    epoch at 1e-5 then Dassl's cosine, random resized crop + flip, fp16, the last epoch
+    evaluated (``base2new_test.sh`` loads epoch 100), lambda 8.
+
+    Embedded recipe: lr 0.02 (val evidence in the module notes)."""
 
     epochs: int = 100
     batch_size: int = 128
-    lr: float = 0.02  # paper: 0.002; chosen on val for the embedded backbone (module notes)
+    lr: float = 0.002
     n_ctx: int = 4
     ctx_init: str = "a photo of a"
     kg_weight: float = 8.0  # lambda of the knowledge-guided term
+
+    source: ClassVar[Source] = Source("htyao89/KgCoOp", "KgCoOp/configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
+                                      "c43ccc3", "fp16")
+    embedded: ClassVar[dict[str, Any]] = {"lr": 0.02}
 
     def validate(self) -> None:
         super().validate()
@@ -55,6 +68,7 @@ class Config(CoOpConfig):
             raise VlmeftError(f"kg_weight must be non-negative, got {self.kg_weight}", where="--set")
 
 
+@registry.register
 class KgCoOp(CoOp):
     """CoOp plus lambda * mean_c ||w_c - w_c^clip||^2 in the loss."""
 

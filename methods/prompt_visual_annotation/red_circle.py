@@ -52,21 +52,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.data.types import GroundingSample
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig
+from vlmeft.recipes import Source
 
 
 @dataclass
 class Config(MethodConfig):
-    """Marker settings; nothing is trained (epochs 0)."""
+    """Marker settings; nothing is trained (epochs 0), and the two recipes are the same.
+    The knowledge base lists no official code for the paper: the marker (a red ellipse
+    outline, 2 px at 224, prior subtracted) follows the paper's description."""
 
     epochs: int = 0
     batch_size: int = 64  # marked images encoded per forward pass (does not change results)
@@ -75,6 +79,9 @@ class Config(MethodConfig):
     scale: float = math.sqrt(2.0)  # ellipse semi-axes = scale * half the box's sides
     template: str = "{}"  # wraps the expression before text encoding
     subtract_prior: bool = True  # subtract each box's mean score for the negative expressions
+
+    source: ClassVar[Source] = Source("", "", "", "", "the paper's description (no official code is listed)")
+    embedded: ClassVar[dict[str, Any]] = {}
 
     def rgb(self) -> tuple[float, float, float]:
         try:
@@ -112,6 +119,7 @@ def _unit_images(images: Any) -> list[Tensor]:
     return list(images.float())
 
 
+@registry.register(reference_for="prompt.visual.annotation")
 class RedCircle(Method):
     """Zero-shot grounding: mark each candidate box with a red ellipse, score marked images."""
 

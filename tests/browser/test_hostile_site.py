@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_site_browser import CHROMIUM, FLAGS, TIMEOUT_MS, Watched
+from tests.browser.conftest import CHROMIUM
+from tests.browser.test_site_browser import TIMEOUT_MS, Watched
 from vlmeft import robustness
 from vlmeft.sitegen.build import build_site, serving
 
@@ -39,6 +40,9 @@ def hostile_site(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("hostile-site")
     taxonomy = tmp / "taxonomy"
     shutil.copytree(DATA / "site" / "taxonomy", taxonomy)
+    # The hostile records carry payloads in every free-text field, results' metric and dataset
+    # included: a KB without controlled result ids (no vocab.yaml) shows those as text.
+    (taxonomy / "vocab.yaml").unlink()
     for name in RECORDS:
         shutil.copy(HOSTILE / name, taxonomy / "methods" / name)
     return build_site(taxonomy=taxonomy, results_dir=DATA / "site" / "results", docs_dir=tmp / "docs",
@@ -49,14 +53,6 @@ def hostile_site(tmp_path_factory) -> Path:
 def url(hostile_site: Path) -> Iterator[str]:
     with serving(hostile_site) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

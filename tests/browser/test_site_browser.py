@@ -6,17 +6,12 @@ recorded and aborted, and any JavaScript error or console error fails the test.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
+from tests.browser.conftest import CHROMIUM
 
 pytestmark = [
     pytest.mark.browser,
@@ -27,23 +22,17 @@ sync_api = pytest.importorskip("playwright.sync_api")
 TIMEOUT_MS = 20_000
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
-
-
 class Watched:
     """A page plus what it did that it must not: leave 127.0.0.1, throw, log errors."""
 
-    def __init__(self, context: object, site_url: str) -> None:
+    def __init__(self, context: object, site_url: str, *, block: bool = True) -> None:
+        """``block=False`` only records requests that leave 127.0.0.1 (routing every request
+        through Python costs about a quarter of a page load; tests that visit every page use it)."""
         self.outside: list[str] = []
         self.errors: list[str] = []
         self.site_url = site_url
-        context.route("**/*", self._guard)
+        if block:
+            context.route("**/*", self._guard)
         context.on("request", self._seen)  # also catches requests that bypass routing (workers)
         self.page = context.new_page()
         self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))

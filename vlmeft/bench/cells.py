@@ -44,7 +44,8 @@ from vlmeft.errors import VlmeftError
 
 
 # Shared code every method's result depends on, besides its own module.
-_SHARED_CODE = ("method.py", "prompting.py", "adapters_common.py", "engine/train.py", "data/protocol.py")
+_SHARED_CODE = ("method.py", "prompting.py", "adapters_common.py", "engine/train.py", "engine/schedule.py",
+                "data/protocol.py", "data/augment.py", "recipes.py")
 
 
 @lru_cache(maxsize=None)
@@ -76,10 +77,13 @@ class CellRunner:
 
     def __init__(self, backbone: Any, overrides_for: Any, *, profile: str = "", config_hash: str = "",
                  code: dict[str, str] | None = None, task_loader: Callable[[str], Any] | None = None,
-                 progress: bool = False, on_trained: Callable[[Any], None] | None = None) -> None:
+                 progress: bool = False, on_trained: Callable[[Any], None] | None = None,
+                 recipe: str | None = None) -> None:
         from vlmeft.engine import FeatureCache
+        from vlmeft.recipes import check_recipe, default_recipe
 
         self.backbone = backbone
+        self.recipe = check_recipe(recipe) if recipe else default_recipe(backbone)  # paper / embedded
         self.overrides_for = overrides_for  # method id -> {field: value}
         self.profile = profile
         self.config_hash = config_hash
@@ -103,7 +107,8 @@ class CellRunner:
     def _build(self, name: str, classnames: list[str], templates: list[str], seed: int) -> Any:
         from vlmeft import registry
 
-        return registry.build(name, self.backbone, classnames, templates, self.overrides_for(name), seed=seed)
+        return registry.build(name, self.backbone, classnames, templates, self.overrides_for(name), seed=seed,
+                              recipe=self.recipe)
 
     def _evaluate(self, method: Any, split: Any) -> float:
         from vlmeft.engine import evaluate
@@ -154,6 +159,7 @@ class CellRunner:
             row["best_epoch"] = report.best_epoch
             if report.selected:
                 row["selected"] = {k: float(v) for k, v in report.selected.items()}
+        row["recipe"] = self.recipe
         row["overrides"] = dict(self.overrides_for(cell.method))
         row["code"] = self.code.get(cell.method) or code_fingerprint(cell.method)
         row["cell_seconds"] = round(time.perf_counter() - start, 4)  # wall time: train + evaluate

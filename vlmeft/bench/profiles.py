@@ -16,9 +16,11 @@ synthclip-tiny backbone):
   CPU, half of it CoCoOp's 1,000-step floor); its results are committed under
   ``results/bench/``.
 
-The configuration that decides a cell's result (overrides, protocol settings, schema)
-is hashed into the results file's name; which methods, tasks, shots and seeds are
-selected is not, so a partial run and a later complete run fill the same file.
+The configuration that decides a cell's result (overrides, protocol settings, schema,
+and the recipe when it is not ``embedded``) is hashed into the results file's name;
+which methods, tasks, shots and seeds are selected is not, so a partial run and a later
+complete run fill the same file. The embedded recipe adds nothing to the hash: every
+file written before the recipes existed was measured with it, and keeps its name.
 """
 
 from __future__ import annotations
@@ -57,17 +59,21 @@ class Profile:
     # Per-method config overrides (strings, as ``--set`` takes them); "*" applies to all.
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     budget_seconds: int = 0  # the wall-time target on 2 cores (documentation; measured, not enforced)
+    recipe: str | None = None  # "paper" / "embedded" (vlmeft.recipes); None: the backbone's default
 
     def overrides_for(self, method: str) -> dict[str, str]:
         return {**self.overrides.get("*", {}), **self.overrides.get(method, {})}
 
     def config(self) -> dict[str, Any]:
         """What decides a cell's result, as JSON-able data (hashed into the version)."""
-        return {
+        out: dict[str, Any] = {
             "profile": self.name,
             "measurement": MEASUREMENT_VERSION,
             "overrides": {m: dict(sorted(o.items())) for m, o in sorted(self.overrides.items())},
         }
+        if self.recipe not in (None, "embedded"):
+            out["recipe"] = self.recipe
+        return out
 
     def config_hash(self) -> str:
         blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))

@@ -13,6 +13,7 @@ shot column of a table, marked ``*``, since their value does not depend on shots
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -229,39 +230,45 @@ def stability_table(g: Groups) -> str:
     return _table(["method", "settings", "mean std (points)", "max std (points)"], body)
 
 
+Column = tuple[str, str, str, int, str]  # header, task, protocol, shots, metric
+
+
+def headline_columns(g: Groups) -> list[Column]:
+    """The headline number of each protocol and task measured: few-shot accuracy, base/novel/HM
+    and cross-domain source/shifted at the largest shot count, retrieval R@1, grounding accuracy.
+    The site's method x protocol summary shows the same columns."""
+    columns: list[Column] = []
+    for task in g.tasks("few-shot"):
+        top = (g.shots(task, "few-shot") or [0])[-1]
+        columns.append((f"{task} {top}-shot", task, "few-shot", top, "accuracy"))
+    for task in g.tasks("base-to-novel"):
+        top = (g.shots(task, "base-to-novel") or [0])[-1]
+        columns += [(f"{task} {label}", task, "base-to-novel", top, metric)
+                    for label, metric in (("base", "base"), ("novel", "novel"), ("HM", "hm"))]
+    for task in g.tasks("cross-domain"):
+        top = (g.shots(task, "cross-domain") or [0])[-1]
+        columns += [(f"{task} source", task, "cross-domain", top, "accuracy"),
+                    (f"{task} shifted", task, "cross-domain", top, "shifted_mean")]
+    for task in g.tasks("retrieval"):
+        columns.append((f"{task} R@1 (both ways)", task, "retrieval", 0, "r1"))
+    for task in g.tasks("grounding"):
+        columns.append((f"{task} grounding", task, "grounding", 0, "accuracy"))
+    return columns
+
+
 def headline_table(rows: Sequence[dict[str, Any]]) -> str:
     """One row per method: its headline number under each protocol and task measured
     (rows of one backbone and weights; see :func:`backbones`)."""
     if len(backbones(rows)) > 1:
         raise VlmeftError("these rows mix backbones or weights; split them with backbones() first")
     g = Groups(rows)
-    columns: list[tuple[str, Any]] = []  # (header, method -> cell)
-
-    def col(header: str, task: str, protocol: str, shots: int, metric: str) -> None:
-        columns.append((header, lambda m: pct(g.stat(m, task, protocol, shots, metric),
-                                               star=g.zero_shot_only(m, task, protocol))))
-
-    for task in g.tasks("few-shot"):
-        top = (g.shots(task, "few-shot") or [0])[-1]
-        col(f"{task} {top}-shot", task, "few-shot", top, "accuracy")
-    for task in g.tasks("base-to-novel"):
-        top = (g.shots(task, "base-to-novel") or [0])[-1]
-        col(f"{task} base", task, "base-to-novel", top, "base")
-        col(f"{task} novel", task, "base-to-novel", top, "novel")
-        col(f"{task} HM", task, "base-to-novel", top, "hm")
-    for task in g.tasks("cross-domain"):
-        top = (g.shots(task, "cross-domain") or [0])[-1]
-        col(f"{task} source", task, "cross-domain", top, "accuracy")
-        col(f"{task} shifted", task, "cross-domain", top, "shifted_mean")
-    for task in g.tasks("retrieval"):
-        col(f"{task} R@1 (both ways)", task, "retrieval", 0, "r1")
-    for task in g.tasks("grounding"):
-        col(f"{task} grounding", task, "grounding", 0, "accuracy")
+    columns = headline_columns(g)
     methods = sorted({k[0] for k in g.groups})
     cost_task = (g.tasks("few-shot") or [None])[0]
     body = []
     for m in methods:
-        cells = [fn(m) for _, fn in columns]
+        cells = [pct(g.stat(m, task, protocol, shots, metric), star=g.zero_shot_only(m, task, protocol))
+                 for _, task, protocol, shots, metric in columns]
         params = "–"
         if cost_task is not None:
             top = (g.shots(cost_task, "few-shot") or [0])[-1]
@@ -269,14 +276,20 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
             if members:
                 params = f"{int(members[0].get('trainable_params') or 0):,}"
         body.append([m, *cells, params])
-    return _table(["method", *(h for h, _ in columns), "trainable params"], body)
+    return _table(["method", *(c[0] for c in columns), "trainable params"], body)
 
 
 def backbones(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Rows split by (backbone, weights): results of different weights are never averaged."""
+    """Rows split by (backbone, weights): results of different weights are never averaged,
+    nor those of different recipes: a row of a recipe other than the embedded one (rows
+    from before the recipes existed were measured with it) has the recipe named after its
+    weights."""
     out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        out[(str(row["backbone"]), str(row.get("backbone_weights", "")))].append(row)
+        weights = str(row.get("backbone_weights", ""))
+        if row.get("recipe") not in (None, "embedded"):
+            weights += f" ({row['recipe']} recipe)"
+        out[(str(row["backbone"]), weights)].append(row)
     return dict(sorted(out.items()))
 
 
@@ -289,14 +302,57 @@ def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
                    for (name, weights), part in parts.items())
 
 
+def headline_section(rows: Sequence[dict[str, Any]]) -> str:
+    """How to read the headline table, then the table (README and ``--report``)."""
+    seeds = sorted({int(r["seed"]) for r in rows})
+    return (f"Mean ± std over seeds ({', '.join(map(str, seeds))}), percentages; `*` = zero-shot "
+            "(no training images, one deterministic run). Few-shot and cross-domain at the largest "
+            "shot count measured.\n\n" + headline_table(rows))
+
+
+def run_size(rows: Sequence[dict[str, Any]]) -> str:
+    """How big a run was: cells, and the summed training time with its largest share."""
+    seconds: dict[str, float] = defaultdict(float)
+    for r in rows:
+        seconds[r["method"]] += float(r.get("train_seconds") or 0.0)
+    total = sum(seconds.values())
+    top = max(seconds, key=lambda m: (seconds[m], m)) if seconds else None
+    share = f", {seconds[top] / total:.0%} of it {top}'s" if top and total else ""
+    return f"{len(rows)} cells; their training took {total / 60:.0f} min in all{share}"
+
+
+def digits_table(rows: Sequence[dict[str, Any]], seeds: Sequence[int] = (1, 2, 3)) -> str:
+    """``results/digits-4shot.json`` as a table: every method (and variant) against zero-shot
+    CLIP per seed, then a one-line summary of who beats it (README, benchmarks/digits_4shot.py)."""
+    by: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by.setdefault(r.get("variant", r["method"]), {})[r["seed"]] = r["accuracy"]
+    zs = statistics.fmean(r["zero_shot_accuracy"] for r in rows)
+    lines = [f"Zero-shot CLIP: {100 * zs:.1f}%. Test accuracy (%), digits, 4 shots per class.", "",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | seed 1 above zero-shot |",
+             "|---|" + "---|" * (len(seeds) + 2)]
+    gains: dict[str, float] = {}
+    first = seeds[0]
+    for label, accs in by.items():
+        a = [accs[s] for s in seeds if s in accs]
+        beats = "–" if label == "zsclip" else ("yes" if accs.get(first, 0) > zs else "**no**")
+        cells = " | ".join(f"{100 * accs[s]:.1f}" if s in accs else "–" for s in seeds)
+        lines.append(f"| {label} | {cells} | {100 * statistics.fmean(a):.1f} ± {100 * statistics.pstdev(a):.1f} "
+                     f"| {beats} |")
+        if label != "zsclip":
+            gains[label] = statistics.fmean(a) - zs
+    above = sum(by[m].get(first, 0) > zs for m in gains)
+    lines += ["", f"Above zero-shot at seed {first}: {above} of {len(gains)}; on the mean over seeds: "
+                  f"{sum(g > 0 for g in gains.values())} of {len(gains)}."]
+    if gains:
+        low = min(gains, key=lambda m: (gains[m], m))
+        lines[-1] += f" Smallest mean gain: {low} ({100 * gains[low]:+.1f} points)."
+    return "\n".join(lines)
+
+
 def _report_one(rows: Sequence[dict[str, Any]]) -> str:
     g = Groups(rows)
-    seeds = sorted({int(r["seed"]) for r in rows})
-    out = ["## Headline\n\n",
-           f"Mean ± std over seeds ({', '.join(map(str, seeds))}), percentages; `*` = zero-shot "
-           "(no training images, one deterministic run). Few-shot and cross-domain at the largest "
-           "shot count measured.\n\n",
-           headline_table(rows), "\n"]
+    out = ["## Headline\n\n", headline_section(rows), "\n"]
     for task in g.tasks("few-shot"):
         out += [f"## Few-shot accuracy: {task}\n\n", few_shot_table(g, task), "\n"]
     for task in g.tasks("base-to-novel"):

@@ -80,6 +80,12 @@ def run_bench(
     selected_plans(profile, selection)  # bad names fail before any model loads
     if backbone is None:
         backbone = load_backbone(backbone_name or DEFAULT_BACKBONE, pretrained, device=device)
+    if profile.recipe is None:  # the backbone's default recipe, fixed before the file is named
+        from dataclasses import replace
+
+        from vlmeft.recipes import default_recipe
+
+        profile = replace(profile, recipe=default_recipe(backbone))
     cells = build_cells(profile, selection, backbone)
     # Fingerprint the code now, when the methods' modules have just been imported (by the
     # probe in build_cells), so that a file edited during the run is not credited to it.
@@ -105,7 +111,7 @@ def run_bench(
     pending = [c for c in cells if c.key not in done]
     summary = BenchSummary(path=store.path, total=len(cells), skipped=len(cells) - len(pending))
     print(f"bench {profile.name}: {len(cells)} cells, {summary.skipped} already finished, "
-          f"{len(pending)} to run -> {store.path}", file=log)
+          f"{len(pending)} to run, recipe {profile.recipe} -> {store.path}", file=log)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(cells), initial=summary.skipped, unit="cell", desc=f"bench {profile.name}",
@@ -128,7 +134,7 @@ def run_bench(
             _run_parallel(pending, record, jobs, profile, backbone, device, code)
         else:
             runner = CellRunner(backbone, profile.overrides_for, profile=profile.name,
-                                config_hash=profile.config_hash(), code=code)
+                                config_hash=profile.config_hash(), code=code, recipe=profile.recipe)
             for cell in pending:
                 bar.set_postfix_str(cell.label, refresh=True)
                 record(cell, _attempt(runner, cell, fail_fast))
@@ -175,7 +181,7 @@ def _init_worker(profile: Profile, name: str, pretrained: str | None, weights_id
         raise RuntimeError(f"worker loaded weights {backbone.weights_id}, the run uses {weights_id}")
     global _WORKER
     _WORKER = CellRunner(backbone, profile.overrides_for, profile=profile.name, config_hash=profile.config_hash(),
-                         code=code)
+                         code=code, recipe=profile.recipe)
 
 
 def _work(cell: Cell) -> tuple[Cell, tuple[str, Any]]:

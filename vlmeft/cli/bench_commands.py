@@ -3,6 +3,7 @@
     vlmeft bench --profile quick                 # CI smoke test, <= 3 min on 2 cores
     vlmeft bench --profile full --jobs 2         # the committed results, <= 30 min
     vlmeft bench --methods coop,cocoop --tasks digits --shots 1,16 --seeds 1
+    vlmeft bench --profile quick --recipe paper   # the official recipes (another results file)
     vlmeft bench --report                        # the tables of what results/bench holds
 
 Rerunning a command skips the cells it already finished (see :mod:`vlmeft.bench.store`).
@@ -47,11 +48,19 @@ def _raise_interrupt(signum, frame):  # noqa: ANN001, ANN202
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from vlmeft.bench.plan import Selection
     from vlmeft.bench.profiles import get_profile
+    from vlmeft.recipes import check_recipe
 
     # Running defaults to the quick profile; the report to the committed full one.
     profile = get_profile(args.profile or ("full" if args.report else "quick"))
+    if args.recipe is not None:
+        profile = replace(profile, recipe=check_recipe(args.recipe))
+    if args.select is not None:  # a setting of every method: part of the results file's version
+        every = {**profile.overrides.get("*", {}), "select": args.select}
+        profile = replace(profile, overrides={**profile.overrides, "*": every})
     out = Path(args.out) if args.out else default_out(profile.name)
     if args.report:
         from vlmeft.bench.report import load_rows, report_markdown
@@ -98,6 +107,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     from vlmeft.bench.profiles import PROFILES, PROTOCOLS
+    from vlmeft.recipes import RECIPES
 
     p = sub.add_parser(
         "bench",
@@ -116,6 +126,11 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.add_argument("--out", help="results folder (default: results/bench for full, build/bench/PROFILE otherwise)")
     p.add_argument("--backbone", default=None, help="open_clip model name (default synthclip-tiny)")
     p.add_argument("--pretrained", default="default", help="weights: default, an open_clip tag or a file path")
+    p.add_argument("--recipe", choices=RECIPES, default=None,
+                   help="training recipe: the official repositories' (paper) or the embedded backbone's "
+                        "calibrations (embedded); default: embedded on synthclip-tiny, paper elsewhere")
+    p.add_argument("--select", choices=("last", "val"), default=None,
+                   help="keep the last epoch or the best on val (default: the recipe's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 on cpu: the embedded backbone's small ops ran 14x slower "

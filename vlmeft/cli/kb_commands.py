@@ -172,15 +172,18 @@ def _cmd_cite(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def tree_lines(kb: KnowledgeBase) -> list[tuple[int, str, str, int]]:
-    """(depth, id, name, member count) for every node, in tree order."""
+def tree_lines(kb: KnowledgeBase) -> list[tuple[int, str, str, str]]:
+    """(depth, id, name, member count label) for every node, in tree order; the label is
+    the site's (:func:`vlmeft.kb.counts.member_count`), e.g. ``4 + 1 secondary``."""
+    from vlmeft.kb.counts import member_count
+
     out = []
     for fam in kb.categories.families:
-        out.append((0, fam.id, fam.name, len(kb.members(fam.id))))
+        out.append((0, fam.id, fam.name, member_count(kb, fam.id).label))
         for t in fam.types:
-            out.append((1, t.id, t.name, len(kb.members(t.id))))
+            out.append((1, t.id, t.name, member_count(kb, t.id).label))
             for s in t.subtypes:
-                out.append((2, s.id, s.name, len(kb.members(s.id))))
+                out.append((2, s.id, s.name, member_count(kb, s.id).label))
     return out
 
 
@@ -188,7 +191,8 @@ def _cmd_tree(args: argparse.Namespace) -> int:
     kb = _kb(args)
     rows = tree_lines(kb)
     baselines = kb.uncategorised()
-    note = "names are a reconstruction of the survey's taxonomy (see categories.yaml provenance)"
+    note = ("names are a reconstruction of the survey's taxonomy (see categories.yaml provenance); "
+            "counts: primary members + secondary-only ones")
     console = _console()
     if console is not None:
         from rich.tree import Tree

@@ -2,13 +2,16 @@
 
 `run` follows the protocol of :mod:`vlmeft.data.protocol`: K shots per class for
 training, ``min(K, 4)`` for validation (selection only), the full test split for the
-reported number, next to zero-shot CLIP (``zsclip``) on the same test split.
+reported number, next to zero-shot CLIP (``zsclip``) on the same test split. It trains
+under a recipe (:mod:`vlmeft.recipes`): ``--recipe paper`` (the official repository's)
+or ``embedded`` (synthclip-tiny's calibrations), by default the backbone's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from vlmeft.errors import VlmeftError
@@ -80,6 +83,21 @@ def load_task(name: str):  # noqa: ANN201
     return task
 
 
+def _method_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """``--set`` plus ``--select`` (which is ``--set select=...``; the two must agree)."""
+    overrides = _parse_sets(args.set)
+    select = getattr(args, "select", None)
+    if select is not None:
+        if overrides.get("select", select) != select:
+            raise VlmeftError(f"--select {select} contradicts --set select={overrides['select']}", where="--select")
+        overrides["select"] = select
+    return overrides
+
+
+def _recipe_line(recipe: str, chosen: bool, backbone: str) -> str:
+    return f"recipe {recipe}" + ("" if chosen else f" (the default on {backbone})")
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
@@ -89,6 +107,31 @@ def _emit_json(payload: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------- run
+def resolve_record(name: str) -> tuple[str, dict[str, str] | None]:
+    """The implementation that runs for id ``name``: a registered id runs itself; a
+    knowledge-base record runs the implementation it links to. Returns the registry id
+    and, when another implementation stands in, what stands in and why (None otherwise)."""
+    from vlmeft import registry
+
+    if registry.is_registered(name):
+        return name, None
+    from vlmeft.kb.load import load_kb
+
+    rec = load_kb().methods.get(name)
+    if rec is None:
+        registry.get(name)  # unknown everywhere: the registry's error, with its suggestions
+    impl = rec.implementation
+    if impl is None:
+        raise VlmeftError(f"'{name}' is a {rec.paradigm} record with no implementation to run")
+    if impl.fidelity == "category-reference":
+        why = (f"{name} has no implementation of its own; running its category's reference, "
+               f"{impl.id} ({rec.category})")
+    else:
+        why = f"{name} runs the implementation {impl.id} (fidelity {impl.fidelity})"
+    return impl.id, {"record": name, "implementation": impl.id, "category": rec.category or "baseline",
+                     "fidelity": impl.fidelity, "note": why}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """One benchmark cell, measured by the benchmark's own code and printed for a person."""
     from vlmeft import registry
@@ -97,10 +140,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vlmeft.bench.plan import Cell
     from vlmeft.engine import checkpoint
 
-    cls = registry.get(args.method)  # unknown ids raise with a suggestion
+    args.method, args.stand_in = resolve_record(args.method)  # unknown ids raise with a suggestion
+    if args.stand_in:
+        print(args.stand_in["note"], flush=True)
+    cls = registry.get(args.method)
     if args.protocol is None:  # a grounding-only method has one protocol
         args.protocol = "grounding" if "classification" not in cls.tasks and "grounding" in cls.tasks else "few-shot"
-    overrides = _parse_sets(args.set)
+    overrides = _method_overrides(args)
     cls.Config().apply_overrides(overrides)  # reject bad --set before any work
     if args.protocol in SCENE_PROTOCOLS:
         return _run_scene(args, overrides)
@@ -118,6 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         task_loader=lambda name: task,
         progress=not args.no_progress,
         on_trained=(lambda method: checkpoint.save(method, args.save)) if args.save else None,
+        recipe=args.recipe,
     )
     cell = Cell(args.method, args.task, args.protocol, args.shots, args.seed, backbone.name, backbone.weights_id)
     metrics, method, report = runner.measure(cell)
@@ -130,6 +177,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "backbone": backbone.name,
         "pretrained": backbone.pretrained,
         "protocol": args.protocol,
+        "recipe": runner.recipe,
+        "select": method.config.select,
         "trainable_params": method.num_trainable(),
         "train_seconds": round(report.train_seconds, 3),
         "epochs": report.epochs,
@@ -139,8 +188,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "selected": report.selected,
         "feature_cache": report.used_feature_cache,
     }
+    if args.stand_in:
+        result["stand_in"] = args.stand_in
     lines = [f"{args.method} on {args.task}: {args.shots} shots, seed {args.seed}, backbone {backbone.name}, "
-             f"protocol {args.protocol}"]
+             f"protocol {args.protocol}, {_recipe_line(runner.recipe, args.recipe is not None, backbone.name)}"]
     if args.protocol == "base-to-novel":
         m = metrics
         result.update(accuracy=m["hm"], zero_shot_accuracy=m["zero_shot_hm"], base_accuracy=m["base"],
@@ -159,8 +210,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 lines.append(f"  {dom}: zero-shot {_pct(zs_domains[dom])}  adapted {_pct(domains[dom])}")
             result.update(domain_accuracy=domains, zero_shot_domain_accuracy=zs_domains,
                           shifted_mean=metrics["shifted_mean"])
-    lines.append(f"trainable parameters: {result['trainable_params']:,}; train time {report.train_seconds:.1f} s"
-                 + (f"; best val epoch {report.best_epoch}" if report.best_epoch else ""))
+    kept = f"; best val epoch {report.best_epoch}" if report.best_epoch else ("; last epoch kept" if report.steps else "")
+    lines.append(f"trainable parameters: {result['trainable_params']:,}; train time {report.train_seconds:.1f} s{kept}")
     if args.save:
         lines.append(f"saved checkpoint to {args.save}")
     print("\n".join(lines))
@@ -192,12 +243,15 @@ def _run_scene(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         why = f" ({caps.reason})" if caps.reason else ""
         raise VlmeftError(f"method '{args.method}' does not do {args.protocol} here{why}; methods that do: "
                           f"{', '.join(able)}")
-    runner = CellRunner(backbone, lambda name: overrides if name == args.method else {}, progress=not args.no_progress)
+    runner = CellRunner(backbone, lambda name: overrides if name == args.method else {}, progress=not args.no_progress,
+                        recipe=args.recipe)
     cell = Cell(args.method, args.task, args.protocol, 0, args.seed, backbone.name, backbone.weights_id)
     metrics, method, _ = runner.measure(cell)
     result: dict[str, Any] = {"method": args.method, "task": args.task, "seed": args.seed, "backbone": backbone.name,
-                              "pretrained": backbone.pretrained, "protocol": args.protocol,
+                              "pretrained": backbone.pretrained, "protocol": args.protocol, "recipe": runner.recipe,
                               "trainable_params": method.num_trainable(), **metrics}
+    if args.stand_in:
+        result["stand_in"] = args.stand_in
     lines = [f"{args.method} on {args.task}: protocol {args.protocol}, backbone {backbone.name} (nothing trained)"]
     if args.protocol == "grounding":
         n = len(get_task(args.task).grounding)
@@ -225,9 +279,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     _method_class(args.method)
     meta = checkpoint.read_config(args.checkpoint)
+    where = f"{args.checkpoint}/{checkpoint.CONFIG_FILE}"
     if meta["method"] != args.method:
-        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'",
-                          where=f"{args.checkpoint}/{checkpoint.CONFIG_FILE}")
+        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'", where=where)
+    # A checkpoint's tensors were trained under one recipe: --recipe states what the
+    # caller expects, and a checkpoint of the other recipe is refused.
+    recipe = meta.get("recipe")
+    if args.recipe is not None and recipe is not None and args.recipe != recipe:
+        raise VlmeftError(f"this checkpoint was trained with the {recipe} recipe, not {args.recipe}", where=where)
     task = load_task(args.task)
     if args.subset != "all":
         base, novel = protocol.base_novel(task)
@@ -243,10 +302,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                           f"{', '.join(sorted(task.shifted)) or 'none'}", where="--domain")
     acc = evaluate(method, split)
     print(f"{args.method} from {args.checkpoint} on {task.name} ({len(task.classnames)} classes, "
-          f"{len(split)} images): accuracy {_pct(acc)}")
+          f"{len(split)} images): accuracy {_pct(acc)}; recipe {recipe or 'not recorded'}")
     if args.json:
         _emit_json({"method": args.method, "task": args.task, "subset": args.subset, "domain": args.domain,
-                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "accuracy": acc})
+                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "recipe": recipe, "accuracy": acc})
     return 0
 
 
@@ -287,33 +346,43 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- methods
+FLAGS = ("training_free", "frozen_image_path", "requires_vision_tokens")
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
+    """Every registered id, built-in or installed through the ``vlmeft.methods`` entry
+    points. Each is imported: one that does not import is listed as broken (exit 1)."""
     from vlmeft import registry
 
     rows = []
     for name in registry.names():
+        entry = registry.entry(name)
         try:
             cls = registry.get(name)
-            rows.append((name, cls.category, "implemented", cls))
-        except (ImportError, AttributeError):
-            rows.append((name, "-", "missing", None))
+        except Exception as err:  # noqa: BLE001 (reported per method, and the exit status says so)
+            rows.append((name, entry.category or "-", entry.origin, f"broken: {type(err).__name__}: {err}", []))
+            continue
+        rows.append((name, cls.category, entry.origin, "ok", sorted(f for f in FLAGS if getattr(cls, f))))
+    problems = registry.problems()
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     if args.json:
-        _emit_json({n: {"category": c, "status": s,
-                        "flags": sorted(f for f in ("training_free", "frozen_image_path", "requires_vision_tokens")
-                                        if k is not None and getattr(k, f))}
-                    for n, c, s, k in rows})
-        return 0
-    width = max(len(r[0]) for r in rows)
-    for name, category, status, _ in rows:
-        print(f"{name:<{width}}  {category:<28}  {status}")
-    return 0
+        _emit_json({n: {"category": c, "origin": o, "status": s, "flags": f} for n, c, o, s, f in rows})
+    else:
+        width = max(len(r[0]) for r in rows)
+        for name, category, origin, status, _ in rows:
+            print(f"{name:<{width}}  {category:<28}  {origin}" + ("" if status == "ok" else f"  {status}"))
+    return 1 if problems or any(r[3] != "ok" for r in rows) else 0
 
 
 # ---------------------------------------------------------------- register
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
+    from vlmeft.recipes import RECIPES
+
     run = sub.add_parser("run", help="train a method on a few-shot task and evaluate it against zero-shot CLIP "
                                         "(or run retrieval / grounding on a scene task)")
-    run.add_argument("method", help="registry id, e.g. coop (see `vlmeft methods`)")
+    run.add_argument("method", help="registry id, e.g. coop (see `vlmeft methods`), or any record id (a record "
+                                    "without code of its own runs its category's reference)")
     run.add_argument("--task", required=True, help="task name (digits, shapes, ...) or imagefolder:PATH")
     run.add_argument("--shots", type=int, default=16, help="training images per class (default 16)")
     run.add_argument("--seed", type=int, default=1, help="few-shot sampling and training seed (default 1)")
@@ -321,6 +390,11 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     run.add_argument("--pretrained", default="default", help="weights: default, none, an open_clip tag or a file path")
     run.add_argument("--save", metavar="DIR", help="write the trained adapter checkpoint here")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    run.add_argument("--recipe", choices=RECIPES, default=None,
+                     help="training recipe: paper (the official repository's) or embedded (synthclip-tiny's "
+                          "calibrations); default: embedded on synthclip-tiny, paper on any other backbone")
+    run.add_argument("--select", choices=("last", "val"), default=None,
+                     help="keep the last epoch (the papers') or the best on val (default: the recipe's)")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="few-shot (default), base-to-novel or cross-domain on a classification task; retrieval "
                           "or grounding on a scene task (default for grounding-only methods)")
@@ -336,6 +410,8 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     ev.add_argument("--domain", default=None, help="a shifted test domain of the task instead of its test split")
     ev.add_argument("--backbone", default=None, help="default: the checkpoint's backbone")
     ev.add_argument("--pretrained", default=None, help="default: the checkpoint's weights")
+    ev.add_argument("--recipe", choices=RECIPES, default=None,
+                    help="the recipe the checkpoint must have been trained with (refused otherwise)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_eval)
 

@@ -4,10 +4,17 @@ JSON shape (``results/conformance.json``)::
 
     {"backbone": "<first backbone>", "backbones": {"<name>": "<weights note>", ...},
      "checks": [...], "shared": [{"method": "<record>", "uses": "<implementation>"}, ...],
+     "variants": {"<id>:<variant>": {"method": "<id>", "settings": {...}}, ...},
      "summary": {"pass": n, "fail": n, "na": n},
+     "fingerprint": "<hash of the code and data that made it>",
+     "selection": {"backbones": [...], "methods": null | [...]},
      "cells": [{"method", "check", "backbone", "status", "reason"}, ...]}
 
-Several backbones go in one file: every cell names its ``backbone``.
+Several backbones go in one file: every cell names its ``backbone``; a variant row's
+``method`` is ``<id>:<variant>``. :func:`fingerprint` hashes what the cells depend on
+(the conformance code, the method modules and the code they share, the backbones and
+their weights, the taxonomy's signatures and the records' rows), so a test can tell a
+committed file made by other code.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vlmeft.conformance.matrix import CHECKS, Cell
 from vlmeft.errors import VlmeftError
@@ -25,14 +33,41 @@ from vlmeft.errors import VlmeftError
 SYMBOL = {"pass": "✓", "fail": "✗", "na": "n/a"}
 
 
-def to_json(cells: Sequence[Cell], backbones: dict[str, str], shared: Sequence[tuple[str, str]]) -> dict:
+# What the cells depend on, besides the method modules: package-relative paths and globs.
+_CODE = ("conformance/*.py", "method.py", "registry.py", "prompting.py", "adapters_common.py", "errors.py",
+         "engine/checkpoint.py", "data/loading.py", "data/types.py", "kb/schema.py",
+         "backbone/**/*.py", "backbone/**/*.json", "backbone/**/*.safetensors")
+
+
+def fingerprint(kb: Any, backbones: Sequence[str], methods: Sequence[str] | None = None) -> str:
+    """The hash of the code and data behind a matrix run (see the module docstring)."""
+    import vlmeft
+    from vlmeft import registry
+    from vlmeft.fingerprint import files
+    from vlmeft.fingerprint import fingerprint as digest
+
+    sources = files(Path(vlmeft.__file__).resolve().parent, "vlmeft", _CODE) + files(registry.methods_root(), "methods")
+    rows = {r.id: {"category": r.category, "implementation": r.implementation.model_dump() if r.implementation else None,
+                   "parameters": r.parameters.model_dump() if r.parameters else None, "tasks": list(r.tasks)}
+            for r in kb.methods.values()}
+    leaves = {leaf: kb.categories.leaf(leaf).signature.model_dump() for leaf in kb.categories.leaf_ids}
+    selection = {"backbones": list(backbones), "methods": list(methods) if methods is not None else None}
+    return digest(sources, {"records": rows, "signatures": leaves, "selection": selection})
+
+
+def to_json(cells: Sequence[Cell], backbones: dict[str, str], shared: Sequence[tuple[str, str]],
+            variants: dict[str, dict[str, Any]] | None = None, *, fingerprint: str | None = None,
+            selection: dict[str, Any] | None = None) -> dict:
     names = list(backbones) or sorted({c.backbone for c in cells})
     return {
         "backbone": names[0] if names else None,
         "backbones": dict(backbones),
         "checks": list(CHECKS),
         "shared": [{"method": m, "uses": impl} for m, impl in shared],
+        "variants": dict(variants or {}),
         "summary": {s: sum(c.status == s for c in cells) for s in ("pass", "fail", "na")},
+        "fingerprint": fingerprint,
+        "selection": selection,
         "cells": [c.to_dict() for c in cells],
     }
 
@@ -112,12 +147,14 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write(directory: str | Path, cells: Sequence[Cell], backbones: dict[str, str],
-          shared: Sequence[tuple[str, str]]) -> list[Path]:
-    """Write ``conformance.json`` and ``conformance.md`` into ``directory`` atomically."""
+          shared: Sequence[tuple[str, str]], doc: dict | None = None) -> list[Path]:
+    """Write ``conformance.json`` (``doc``, default :func:`to_json` of the cells) and
+    ``conformance.md`` into ``directory`` atomically."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise VlmeftError("not a directory", where=str(directory))
     paths = [directory / "conformance.json", directory / "conformance.md"]
-    _atomic_write(paths[0], json.dumps(to_json(cells, backbones, shared), indent=1, ensure_ascii=False) + "\n")
+    doc = doc if doc is not None else to_json(cells, backbones, shared)
+    _atomic_write(paths[0], json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     _atomic_write(paths[1], to_markdown(cells, backbones, shared))
     return paths

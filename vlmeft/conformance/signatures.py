@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlmeft.conformance.subject import (
-    EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, differs, record_encoders,
+    EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, differs, own_trainable, record_encoders,
 )
 from vlmeft.kb.schema import Signature
 from vlmeft.method import Method
@@ -70,6 +70,24 @@ def _nonzero_grad_params(method: Method, output: Tensor, seed: int) -> set[str]:
     proj = torch.randn(output.shape, generator=g).to(output.device, output.dtype)
     grads = torch.autograd.grad((output * proj).sum(), [p for _, p in named], allow_unused=True)
     return {n for (n, _), gr in zip(named, grads) if gr is not None and bool(gr.abs().max() > 0)}
+
+
+def _trains(method: Method, images: Tensor, labels: Tensor) -> Observed:
+    """Whether the method trains, judged by gradients: some trainable tensor of its own
+    receives a non-zero gradient from its training loss on the probe batch. A parameter
+    that never gets one is not training, however many are declared."""
+    named = own_trainable(method)
+    if not named:
+        return Observed(False, "no trainable parameters")
+    with torch.enable_grad():
+        loss = method.loss(method(images), labels)
+        if not loss.requires_grad:
+            return Observed(False, f"{len(named)} trainable tensors, but the training loss has no gradient to any")
+        grads = torch.autograd.grad(loss, [q for _, q in named], allow_unused=True)
+    live = [n for (n, _), g in zip(named, grads) if g is not None and bool(g.abs().max() > 0)]
+    if not live:
+        return Observed(False, f"{len(named)} trainable tensors, but none receives a gradient from the training loss")
+    return Observed(True, f"{len(live)} of {len(named)} trainable tensors receive a gradient from the training loss")
 
 
 def _grad_wrt_text_prompts(method: Method, image_features: Callable[[], Tensor]) -> Observed:
@@ -152,8 +170,7 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
     subject.perturb(m)
     imgs, imgs_b = d.images.to(bb.device), d.images_b.to(bb.device)
     p = _Probe()
-    n = m.num_trainable()
-    p.run("trains", lambda: Observed(n > 0, f"{n} trainable parameters"))
+    p.run("trains", lambda: _trains(m, imgs, d.labels.to(bb.device)))
 
     with torch.no_grad():
         feats = m.image_features(imgs)
@@ -233,7 +250,8 @@ def _observe_grounding(subject: Subject) -> dict[str, Observed | Exception]:
     subject.perturb(m)
     p = _Probe()
     n = m.num_trainable()
-    p.run("trains", lambda: Observed(n > 0, f"{n} trainable parameters"))
+    p.run("trains", lambda: Observed(False, "no trainable parameters") if not n else Observed(
+        None, f"{n} trainable parameters, but gradients cannot be traced through ground()"))
     originals = d.normalise(bb, d.raw).to(bb.device, bb.dtype)
 
     bb.last_vision_seq_len = None
@@ -369,12 +387,12 @@ def judge(key: str, leaf_id: str, signature: Signature, method_cls: type[Method]
         return "na", f"{leaf_id} leaves it open (any){seen}"
     expected, note = expected_value(key, signature, method_cls)
     if observed is None:
-        return "fail", "not observed"
+        return "fail", f"{key}: not observed"
     if isinstance(observed, Exception):
         first = str(observed).strip().splitlines()[0] if str(observed).strip() else ""
-        return "fail", f"probe raised {type(observed).__name__}: {first}"[:300]
+        return "fail", f"{key}: probe raised {type(observed).__name__}: {first}"[:300]
     if observed.value is None:
-        return "fail", f"{leaf_id} expects {_word(expected)}{note}, but {observed.detail}"
+        return "fail", f"{key}: {leaf_id} expects {_word(expected)}{note}, but {observed.detail}"
     if observed.value == expected:
         return "pass", f"{_word(expected)}{note}: {observed.detail}"
-    return "fail", f"{leaf_id} expects {_word(expected)}{note}, observed {_word(observed.value)}: {observed.detail}"
+    return "fail", f"{key}: {leaf_id} expects {_word(expected)}{note}, observed {_word(observed.value)}: {observed.detail}"

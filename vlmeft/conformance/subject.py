@@ -8,7 +8,7 @@ the tiny backbones; what is expensive (the backbone itself) is shared.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vlmeft import registry
 from vlmeft.backbone.wrapper import Backbone
-from vlmeft.method import Method
+from vlmeft.method import Method, MethodConfig
 
 # Small on purpose: the whole matrix must run in CI in minutes on 2 cores.
 BASE_CLASSES = ["red circle", "blue square", "green triangle", "yellow star"]
@@ -34,6 +34,11 @@ def differs(a: Tensor, b: Tensor, tol: float = TOL) -> bool:
     if a.shape != b.shape:
         return True
     return bool((a.detach().float() - b.detach().float()).abs().max() > tol)
+
+
+def own_trainable(method: Method) -> list[tuple[str, torch.nn.Parameter]]:
+    """``(name, parameter)`` of the method's own trainable tensors (its module tree)."""
+    return [(n, p) for n, p in method.named_parameters() if p.requires_grad]
 
 
 def is_grounding(cls: type[Method]) -> bool:
@@ -83,13 +88,30 @@ class ProbeData:
 
 
 class Subject:
-    """One method class on one backbone."""
+    """One method class, in one config (its defaults, or a declared conformance variant's
+    settings on top), on one backbone."""
 
-    def __init__(self, method_id: str, backbone: Backbone, data: ProbeData) -> None:
+    def __init__(self, method_id: str, backbone: Backbone, data: ProbeData,
+                 overrides: Mapping[str, str] | None = None, *, variant: str = "") -> None:
         self.method_id = method_id
         self.cls: type[Method] = registry.get(method_id)
         self.backbone = backbone
         self.data = data
+        self.overrides = dict(overrides or {})
+        self.variant = variant
+        self.config().validate_at(f"conformance variant {self.label}")  # a bad variant fails every cell
+
+    @property
+    def label(self) -> str:
+        """The matrix row: the id, or ``id:variant``."""
+        return f"{self.method_id}:{self.variant}" if self.variant else self.method_id
+
+    def config(self, backbone: Backbone | None = None) -> MethodConfig:
+        """A fresh config: the backbone's default recipe (:mod:`vlmeft.recipes`) plus the
+        variant's settings."""
+        from vlmeft.recipes import config_for, default_recipe
+
+        return config_for(self.cls, default_recipe(backbone or self.backbone), self.overrides)
 
     @property
     def grounding(self) -> bool:
@@ -97,12 +119,12 @@ class Subject:
 
     def build(self, seed: int = 0, classnames: Sequence[str] = BASE_CLASSES, *, fit: bool = True,
               backbone: Backbone | None = None) -> Method:
-        """A fresh instance with the paper's default config; cache-based methods get their
-        cache from frozen features of the seeded cache images."""
+        """A fresh instance with the backbone's default recipe (:mod:`vlmeft.recipes`);
+        cache-based methods get their cache from frozen features of the seeded cache images."""
         backbone = backbone or self.backbone
         torch.manual_seed(seed)
         names = [] if self.grounding else list(classnames)
-        method = self.cls(backbone, names, TEMPLATES, self.cls.Config())
+        method = self.cls(backbone, names, TEMPLATES, self.config(backbone))
         method.eval()
         if fit and not self.grounding:
             with torch.no_grad():
@@ -113,11 +135,12 @@ class Subject:
     @staticmethod
     @torch.no_grad()
     def perturb(method: Method, seed: int = 1) -> None:
-        """Stand-in for a trained state: move every trainable tensor off its initial value
-        (zero-initialised ones such as LoRA's B included), so that "does this tower
-        change?" is not answered by an identity initialisation."""
+        """Stand-in for a trained state: move every trainable tensor of the method off its
+        initial value (zero-initialised ones such as LoRA's B included), so that "does this
+        tower change?" is not answered by an identity initialisation. Only the method's own
+        tensors: a backbone tensor it wrongly declares is the ``frozen_backbone`` check's."""
         g = torch.Generator().manual_seed(seed)
-        for p in method.trainable_parameters():
+        for _, p in own_trainable(method):
             noise = torch.randn(p.shape, generator=g).to(p.device, p.dtype)
             p.add_(noise * (0.1 * p.detach().abs().mean() + 0.05))
 
@@ -140,7 +163,9 @@ class Subject:
 
     def train_steps(self, method: Method, steps: int = 3, lr: float = 0.05) -> int:
         """A few plain SGD steps on the probe batch (a minimal local loop: the checks need
-        only that gradients flow and parameters move). Returns the number of steps run."""
+        only that gradients flow and parameters move). Returns the number of steps run;
+        none when the loss does not depend on any trainable tensor (the checks then say
+        which declared tensors never moved)."""
         params = method.trainable_parameters()
         if not params or self.grounding:
             self.outputs(method)  # still exercise the forward path
@@ -152,6 +177,9 @@ class Subject:
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             loss = method.loss(method(images), labels)
+            if not loss.requires_grad:
+                method.eval()
+                return 0
             loss.backward()
             opt.step()
         method.eval()

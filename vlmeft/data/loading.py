@@ -6,16 +6,12 @@ CLIP-style evaluation transform: bicubic resize of the shorter side to the backb
 ``image_size``, centre crop, scale to [0, 1], normalise with the backbone's mean/std.
 For square inputs this is a plain bicubic resize.
 
-The optional training augmentation (``config.augment``) is CoOp's
-``random_resized_crop + random_flip``, applied to the already-resized tensor and
-driven by a caller-supplied ``torch.Generator`` (never the global RNG).
-Simplification: the crop scale range is (0.5, 1) rather than torchvision's default
-(0.08, 1), which destroys most of a 32-pixel image.
+The training augmentation (``config.augment``) lives in :mod:`vlmeft.data.augment`: it
+crops the original image, not the tensor this module makes.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,29 +90,12 @@ def load_batch(split: Split, indices: Sequence[int] | np.ndarray, prep: Preproce
         batch = torch.cat(
             [resize_center_crop(_to_unit_float(read_image(split.images[i])[None]), prep.image_size) for i in idx]
         ) if len(idx) else torch.empty(0, 3, prep.image_size, prep.image_size)
+    return normalize(batch, prep)
+
+
+def normalize(batch: Tensor, prep: Preprocess) -> Tensor:
+    """``[B, 3, S, S]`` in [0, 1] -> normalised with the backbone's mean and std."""
     mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
     std = torch.tensor(prep.std).view(1, -1, 1, 1)
     return (batch - mean) / std
 
-
-def augment(images: Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.5, 1.0),
-            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Tensor:
-    """Random resized crop + horizontal flip per image, same output size, seeded by
-    ``generator`` (works on normalised tensors: cropping and flipping commute with it)."""
-    _, _, h, w = images.shape
-    out = torch.empty_like(images)
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for b in range(images.shape[0]):
-        r = torch.rand(4, generator=generator).tolist()
-        area = h * w * (scale[0] + (scale[1] - scale[0]) * r[0])
-        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * r[1])
-        cw = min(w, max(1, round(math.sqrt(area * aspect))))
-        ch = min(h, max(1, round(math.sqrt(area / aspect))))
-        top = int(r[2] * (h - ch + 1))
-        left = int(r[3] * (w - cw + 1))
-        crop = images[b : b + 1, :, top : top + ch, left : left + cw]
-        crop = F.interpolate(crop, size=(h, w), mode="bicubic", align_corners=False)
-        if torch.rand(1, generator=generator).item() < 0.5:
-            crop = crop.flip(-1)
-        out[b] = crop[0]
-    return out

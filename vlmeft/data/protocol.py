@@ -4,7 +4,20 @@
   ``numpy.random.Generator`` seeded from the run seed (never the global RNG), so the
   same seed gives the same images in any process. A class with fewer than ``K``
   images contributes all of them (Dassl does the same).
-- Validation: ``min(K, 4)`` images per class from the val split.
+- Validation: ``min(K, 4)`` images per class from the val split. It is used for
+  hyperparameter searches (Tip-Adapter's alpha and beta, the linear probe's C) and, where
+  ``config.select == "val"``, to keep the epoch with the best val accuracy; the test
+  split never chooses anything.
+- Which trained state is reported (``config.select``, ``vlmeft run --select``): the
+  official code of CoOp, CoCoOp, KgCoOp, CLIP-Adapter, VPT, IVLP, MaPLe and MMA (all on
+  Dassl, whose ``TEST.FINAL_MODEL`` is ``"last_step"``; their test scripts load the last
+  epoch) and of CLIP-LoRA (``VALIDATION = False``: test after the last iteration) reports
+  the *last* epoch, so their paper recipe uses ``last``. Tip-Adapter-F's and VP's scripts
+  keep the epoch with the best *test* accuracy (Tip-Adapter issue #11; VP validates on
+  CIFAR-100's test split); their paper recipe keeps the best epoch on val instead.
+  Tip-Adapter's search ran on val (on test for ImageNet), CALIP's on test; here both
+  searches, where they exist, run on val. The embedded recipe uses ``val`` for every
+  method (chosen when the embedded benchmark was calibrated).
 - Base-to-novel: the first ``ceil(n/2)`` sorted labels are base, the rest novel; each
   half is relabelled ``0..m-1``.
 - HM: the harmonic mean of the *averaged* base and novel accuracies (not the mean of

@@ -1,8 +1,8 @@
 """Adapter checkpoints: only the method's own tensors, plus a JSON description.
 
 A checkpoint folder holds ``adapter.safetensors`` (``method.state_tensors()``) and
-``config.json`` (method id, config, backbone name and weights id, class names,
-templates, vlmeft version, and the SHA-256 of the tensor file). Both files are
+``config.json`` (method id, config and the recipe it came from, backbone name and
+weights id, class names, templates, vlmeft version, and the SHA-256 of the tensor file). Both files are
 written atomically. Loading checks everything before a tensor is touched: files
 exist, JSON is valid, the method id is the one asked for, the tensor file is intact
 (hash and safetensors header), and keys/shapes fit the method. A method is rebuilt
@@ -59,6 +59,7 @@ def save(method: Method, directory: str | Path) -> Path:
         "format": FORMAT,
         "method": method.name,
         "config": method.config.to_dict(),
+        "recipe": method.recipe,  # "paper" / "embedded"; null for a config built by hand
         "backbone": {"name": method.backbone.name, "weights_id": method.backbone.weights_id,
                      "pretrained": method.backbone.pretrained},
         "classnames": list(method.classnames),
@@ -92,12 +93,29 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     for key, kind in expected.items():
         if not isinstance(meta.get(key), kind):
             raise VlmeftError(f"field '{key}' is missing or not a {kind.__name__}", where=str(path))
+    from vlmeft.recipes import RECIPES
+
+    if meta.get("recipe") is not None and meta["recipe"] not in RECIPES:
+        raise VlmeftError(f"field 'recipe' must be one of {', '.join(RECIPES)} or null", where=str(path))
     # Both reach the tokenizer: text only. A grounding-only method (red circle) has no label set.
     for key in ("classnames", "templates"):
         may_be_empty = key == "classnames" and not _classifies(meta["method"])
         if (not meta[key] and not may_be_empty) or not all(isinstance(v, str) and v.strip() for v in meta[key]):
             raise VlmeftError(f"field '{key}' must be a non-empty list of non-empty strings", where=str(path))
     return meta
+
+
+def _complete(cls: type[Method], meta: dict[str, Any]) -> dict[str, Any]:
+    """The saved config, with the settings added since it was written filled in from its
+    recipe. A checkpoint that records no recipe was trained before recipes existed, under
+    what is now the embedded one (val selection, no augmentation, the legacy schedule)."""
+    from vlmeft.recipes import recipe_values
+
+    saved = meta["config"]
+    if "recipe" in meta:  # written with recipes: every setting is there
+        return saved
+    missing = {k: v for k, v in recipe_values(cls.Config, "embedded").items() if k not in saved}
+    return {**missing, **saved}
 
 
 def _classifies(method_id: str) -> bool:
@@ -165,7 +183,7 @@ def load(
             "(pass the same --pretrained)",
             where=where,
         )
-    config = cls.Config.from_dict(meta["config"], where=f"{where} field 'config'")
+    config = cls.Config.from_dict(_complete(cls, meta), where=f"{where} field 'config'")
     tensors = _read_tensors(directory / ADAPTER_FILE, meta["adapter_sha256"])
     try:
         model = cls(backbone, meta["classnames"], meta["templates"], config)
@@ -173,6 +191,7 @@ def load(
         raise VlmeftError(f"its config does not build a '{saved}' ({str(err).removeprefix('--set: ')})",
                           where=where) from None
     model.load_state_tensors({k: v.to(backbone.device) for k, v in tensors.items()}, where=str(directory / ADAPTER_FILE))
+    model.recipe = meta.get("recipe")
     if classnames is not None or templates is not None:
         model.set_classnames(meta["classnames"] if classnames is None else classnames, templates)
     model.eval()

@@ -8,11 +8,13 @@
   proportional to the logit scale, so a paper's lr tuned at CLIP's 100 keeps its step
   size on a backbone with a smaller learned scale. AdamW normalises the gradient's
   scale away and is never rescaled. Off by default (see the field's comment).
-- Schedule, stepped per epoch as in CoOp: a constant warm-up at ``warmup_lr`` for
-  ``warmup_epochs``, then cosine annealing from ``lr`` over all epochs
-  (``lr_e = lr * (1 + cos(pi * e / epochs)) / 2``). If the warm-up would take every
-  epoch it is shortened to leave one. ``min_steps`` raises the number of epochs when
-  the split is so small that ``epochs`` would give fewer optimiser steps.
+- Schedule and budget (:mod:`vlmeft.engine.schedule`): Dassl's per-epoch cosine after a
+  constant warm-up (paper recipes), the project's first cosine (``legacy``, the embedded
+  recipe) or a per-step cosine (``cosine-steps``). ``min_steps`` raises the number of
+  epochs when the split is so small that ``epochs`` would give fewer optimiser steps;
+  ``steps_per_shot`` fixes the number of steps instead.
+- Augmentation (``config.augment``): Dassl's random resized crop of the original image
+  plus a flip (:mod:`vlmeft.data.augment`), drawn from the run's local generator.
 - Batches are shuffled by a local ``torch.Generator(seed)``; the last partial batch is
   dropped when the split holds at least one full batch (Dassl's fix for tiny splits).
 - Methods whose image path is the frozen encoder (``frozen_image_path``), trained
@@ -20,17 +22,17 @@
   :class:`~vlmeft.engine.cache.FeatureCache`: exact, and the image tower never runs
   per step.
 - ``fit_cache`` (train features) runs before training and ``select_on_val`` (val
-  features) after it; training-free methods stop there. With a val split, the state
-  of the epoch with the best val accuracy is kept; ties go to the *later* epoch (a
-  few-shot val split of ~40 images often cannot tell epochs apart, and then the model
-  the schedule was designed to end with is the better default). The test split is
-  never seen.
+  features) after it; training-free methods stop there. Which trained state is kept
+  follows ``config.select``: ``last`` keeps the final one (Dassl's default, what the
+  papers report) and never evaluates during training; ``val`` (with a val split) keeps
+  the epoch with the best val accuracy, ties going to the *later* epoch (a few-shot val
+  split of ~40 images often cannot tell epochs apart, and then the model the schedule
+  was designed to end with is the better default). The test split is never seen.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -40,9 +42,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vlmeft.data.loading import Preprocess, augment, load_batch
+from vlmeft.data.augment import load_augmented_batch
+from vlmeft.data.loading import Preprocess, load_batch
 from vlmeft.data.types import Split
 from vlmeft.engine.cache import CHUNK, FeatureCache, default_cache
+from vlmeft.engine.schedule import lr_at, lr_at_step, per_step, plan
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method
 
@@ -64,16 +68,6 @@ class FitReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def lr_at(epoch: int, config, epochs: int | None = None, factor: float = 1.0) -> float:  # noqa: ANN001
-    """Learning rate for 0-based ``epoch`` of ``epochs`` (default ``config.epochs``):
-    constant warm-up, then cosine; both rates multiplied by ``factor``."""
-    epochs = config.epochs if epochs is None else epochs
-    warmup = min(config.warmup_epochs, max(epochs - 1, 0))
-    if epoch < warmup:
-        return factor * config.warmup_lr
-    return factor * 0.5 * config.lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
-
-
 def lr_factor(method: Method) -> float:
     """``lr_logit_scale / backbone scale`` for SGD (see the module notes), else 1."""
     config = method.config
@@ -82,18 +76,6 @@ def lr_factor(method: Method) -> float:
         return 1.0
     scale = float(method.backbone.logit_scale())
     return reference / scale if scale > 0 else 1.0
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Optimiser steps an epoch takes over ``n`` images (see :func:`_batches`)."""
-    return n // batch_size if n >= batch_size else 1
-
-
-def planned_epochs(n: int, config) -> int:  # noqa: ANN001
-    """``config.epochs``, raised so that training takes at least ``config.min_steps`` steps."""
-    per_epoch = steps_per_epoch(n, config.batch_size)
-    need = math.ceil(getattr(config, "min_steps", 0) / per_epoch)
-    return max(config.epochs, need)
 
 
 def _optimizer(params: list[torch.nn.Parameter], config) -> torch.optim.Optimizer:  # noqa: ANN001
@@ -172,8 +154,9 @@ def fit(
         report = FitReport(epochs=0, steps=0, best_epoch=None, best_val_accuracy=None, train_seconds=0.0,
                            used_feature_cache=use_cache)
         params = method.trainable_parameters()
-        if not method.training_free and params and config.epochs > 0:
-            _train_loop(method, train, val if has_val else None, labels, train_feats if use_cache else None,
+        if not method.training_free and params and plan(train.labels, config)[1] > 0:
+            select_val = has_val and config.select == "val"
+            _train_loop(method, train, val if select_val else None, labels, train_feats if use_cache else None,
                         params, generator, report, progress, cache)
 
         if has_val and _overrides(method, "select_on_val"):
@@ -204,25 +187,29 @@ def _train_loop(
     prep = Preprocess.for_backbone(method.backbone)
     bf16 = config.precision == "bf16"
     best_acc, best_state = -1.0, None
-    epochs = planned_epochs(len(train), config)
+    epochs, total_steps = plan(train.labels, config)
     factor = lr_factor(method)
-    bar = _progress(epochs * steps_per_epoch(len(train), config.batch_size), f"{method.name}", progress)
+    stepwise = per_step(config)
+    bar = _progress(total_steps, f"{method.name}", progress)
     try:
         for epoch in range(epochs):
-            lr = lr_at(epoch, config, epochs, factor)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr_at(epoch, config, epochs, factor)
             method.train()
             total, count = 0.0, 0
             for idx in _batches(len(train), config.batch_size, generator):
+                if report.steps >= total_steps:  # a step budget may end inside an epoch
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
                 idx_t = torch.as_tensor(idx, device=method.device)
                 with _autocast(method, bf16):
                     if train_feats is not None:
                         logits = method.logits_from_image_features(train_feats[idx_t])
                     else:
-                        images = load_batch(train, idx, prep)
                         if config.augment:
-                            images = augment(images, generator)
+                            images = load_augmented_batch(train, idx, prep, generator, config.crop_scale)
+                        else:
+                            images = load_batch(train, idx, prep)
                         logits = method(images.to(method.device))
                     loss = method.loss(logits.float(), labels[idx_t])
                 if not torch.isfinite(loss):

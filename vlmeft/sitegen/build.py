@@ -28,6 +28,7 @@ from vlmeft.sitegen.generate import GEN, GeneratedSite, generate
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / "mkdocs.yml"
 THEME_OVERRIDES = Path(__file__).resolve().parent / "overrides"
+HOOKS = Path(__file__).resolve().parent / "hooks.py"  # the home page's generated part
 SEARCH_SEPARATOR = r"[\s\-\._/:,]+"  # ids such as tip-adapter-f or prompt.visual.token split into words
 
 
@@ -38,6 +39,7 @@ def _overlay(site: GeneratedSite, docs_dir: Path, site_dir: Path, base: Path) ->
         "site_dir": str(site_dir),
         "theme": {"name": "material", "custom_dir": str(THEME_OVERRIDES)},
         "nav": site.nav,
+        "hooks": [str(HOOKS)],
         "plugins": [
             {"search": {"separator": SEARCH_SEPARATOR}},
             {"tags": {"tags_allowed": site.tags}},

@@ -28,6 +28,7 @@ PATHS = {
     "bibliography": f"{GEN}/bibliography.md",
     "conformance": f"{GEN}/conformance.md",
     "benchmark": f"{GEN}/benchmark.md",
+    "leaderboard": f"{GEN}/leaderboard/index.md",
     "paradigms": f"{GEN}/paradigms.md",
     "tasks": f"{GEN}/tasks.md",
     "schema": f"{GEN}/schema.md",

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmeft.errors import VlmeftError
 from vlmeft.sitegen import kb_pages, leaderboard_pages
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import GEN, PATHS, Context, method_path, node_path
 from vlmeft.sitegen.method_pages import method_page, method_tags, methods_index
 from vlmeft.sitegen.model import named_items, topics
+from vlmeft.sitegen.overview import PARTIAL, home_partial
 from vlmeft.sitegen.reference_pages import (
     bibliography_files,
     bibliography_page,
@@ -69,6 +71,18 @@ def _node_nav(ctx: Context, node_id: str) -> Any:
     return {md.attr(node.name): [node_path(node_id), *(_node_nav(ctx, kid) for kid in node.children)]}
 
 
+def _methods_nav(ctx: Context) -> list[Any]:
+    """Method pages grouped under their primary taxonomy leaf, in tree order; entries
+    outside the taxonomy last, as baselines."""
+    groups: dict[str | None, list[str]] = {}
+    for rec in ctx.methods:
+        groups.setdefault(rec.category if rec.category in ctx.nodes else None, []).append(method_path(rec.id))
+    out: list[Any] = [{md.attr(ctx.nodes[n].name): groups[n]} for n in ctx.nodes if n in groups]
+    if None in groups:
+        out.append({"Baselines": groups[None]})
+    return out
+
+
 def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) -> GeneratedSite:
     """All generated files plus the nav. ``hand_written``: docs_dir pages that exist."""
     site = GeneratedSite()
@@ -95,6 +109,7 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     f[PATHS["schema"]] = schema_page(ctx)
     f[PATHS["tags"]] = tags_page()
     f[PATHS["robustness"]] = robustness_page(ctx)
+    f[PARTIAL] = home_partial(ctx)  # spliced into the hand-written home page by sitegen.hooks
     topic_nav = []
     for topic_id, topic in topics(ctx.kb).items():
         f[topic_path(topic_id)] = topic_page(ctx, topic_id, topic)
@@ -104,13 +119,14 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     f.update(kb_files)
     f.update(lb_files)
     site.tags = sorted(tags)
+    check_tables(site.files)
 
     nav: list[Any] = []
     if HOME in hand_written:
         nav.append({"Home": HOME})
     nav.append({"Taxonomy": [PATHS["taxonomy"], *(_node_nav(ctx, n.id) for n in ctx.nodes.values()
                                                    if n.parent is None)]})
-    nav.append({"Methods": [PATHS["methods"], *(method_path(r.id) for r in ctx.methods)]})
+    nav.append({"Methods": [PATHS["methods"], *_methods_nav(ctx)]})
     nav.append({"Paradigms": PATHS["paradigms"]})
     nav.append({"Tasks": PATHS["tasks"]})
     nav.append({"Bibliography": PATHS["bibliography"]})
@@ -127,6 +143,16 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     nav.append({"Tags": PATHS["tags"]})
     site.nav = nav
     return site
+
+
+def check_tables(files: dict[str, str | bytes]) -> None:
+    """Refuse a page whose Markdown table has a row of the wrong width: Python-Markdown would
+    pad or drop cells silently and the page would show shifted columns (or raw markup text)."""
+    for path, content in files.items():
+        if isinstance(content, str) and path.endswith((".md", ".partial")):
+            problems = md.table_problems(content)
+            if problems:
+                raise VlmeftError(f"generated table is malformed: {problems[0]}", where=path)
 
 
 def write(site: GeneratedSite, docs_dir: Path) -> Path:

@@ -15,9 +15,9 @@ from typing import Any
 
 from vlmeft.kb.results import Reported, backbone_id, boards, dataset_id
 from vlmeft.sitegen import markup as md
-from vlmeft.sitegen.context import GEN, Context, rel
+from vlmeft.sitegen.context import GEN, PATHS, Context, rel
 
-INDEX = f"{GEN}/leaderboard/index.md"
+INDEX = PATHS["leaderboard"]
 RANK_METRIC = {"base-to-novel": "hm"}  # the metric a board is sorted by (default: its only/first metric)
 METRIC_ORDER = ("base", "novel", "hm", "accuracy", "accuracy-gain", "miou", "recall-at-1", "average-score")
 # The protocols whose measured counterpart the bench runs under the same name.

@@ -30,8 +30,9 @@ def text(value: object) -> str:
 
 
 def attr(value: object) -> str:
-    """A value for an HTML attribute inside raw HTML."""
-    return html.escape(str(value), quote=True)
+    """A value for an HTML attribute inside raw HTML. ``|`` becomes ``&#124;`` too: raw HTML
+    often sits in a Markdown table cell, where a bare pipe would end the cell mid-attribute."""
+    return html.escape(str(value), quote=True).replace("|", "&#124;")
 
 
 def safe_url(url: object) -> str | None:
@@ -84,6 +85,70 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+_SEPARATOR = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?$")
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+
+def table_cells(row: str) -> list[str]:
+    """A table row's cells as Python-Markdown's tables extension splits them: on every ``|``
+    that is neither backslash-escaped nor inside a code span."""
+    row = row.strip()
+    cells, cell, i = [], [], 0
+    while i < len(row):
+        ch = row[i]
+        if ch == "\\" and i + 1 < len(row):
+            cell.append(row[i:i + 2])
+            i += 2
+            continue
+        if ch == "`":
+            run = len(row[i:]) - len(row[i:].lstrip("`"))
+            close = re.compile(r"(?<!`)" + "`" * run + r"(?!`)").search(row, i + run)
+            end = close.end() if close else i + run  # an unclosed run is plain text
+            cell.append(row[i:end])
+            i = end
+            continue
+        if ch == "|":
+            cells.append("".join(cell))
+            cell = []
+        else:
+            cell.append(ch)
+        i += 1
+    cells.append("".join(cell))
+    if row.startswith("|"):
+        cells = cells[1:]
+    if row.endswith("|") and not row.endswith("\\|") and cells:
+        cells = cells[:-1]
+    return cells
+
+
+def table_problems(markdown: str) -> list[str]:
+    """Rows of Markdown tables with more or fewer cells than their header (``line N: ...``).
+    Python-Markdown pads or drops cells silently, so in the HTML such a row only shows as
+    shifted columns or raw markup text: the check has to read the Markdown."""
+    problems, fence = [], None
+    lines = markdown.split("\n")
+    i = 0
+    while i < len(lines):
+        stripped = lines[i].strip()
+        m = _FENCE.match(lines[i])
+        if fence is None and m:
+            fence = m.group(1)
+        elif fence is not None and stripped.startswith(fence) and not stripped.strip(fence[0]):
+            fence = None
+        elif fence is None and stripped.startswith("|") and i + 1 < len(lines) \
+                and _SEPARATOR.match(lines[i + 1].strip()):
+            width = len(table_cells(stripped))
+            i += 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                got = len(table_cells(lines[i]))
+                if got != width:
+                    problems.append(f"line {i + 1}: {got} cells under a {width}-column header: {lines[i].strip()[:80]}")
+                i += 1
+            continue
+        i += 1
+    return problems
+
+
 def tag(value: object) -> str:
     """A tag value restricted to a safe character set (tags land in HTML and URLs)."""
     return _SAFE_TAG.sub("-", str(value)).strip(" -") or "unknown"
@@ -99,6 +164,23 @@ def front_matter(tags: Sequence[str] = (), **fields: object) -> str:
         lines.extend(f"  - {json.dumps(t)}" for t in tags)
     lines.append("---")
     return "\n".join(lines) + "\n\n"
+
+
+def indent(block: str, spaces: int = 4) -> str:
+    """``block`` indented (blank lines stay empty): the body of a content tab or details block."""
+    pad = " " * spaces
+    return "\n".join(pad + line if line.strip() else "" for line in block.split("\n"))
+
+
+def tab(label: str, body: str) -> str:
+    """One content tab (pymdownx.tabbed); ``label`` is plain text from us or results data."""
+    shown = text(label).replace('"', "'")
+    return f'=== "{shown}"\n\n{indent(body.rstrip())}\n\n'
+
+
+def details(kind: str, title: str, body: str, *, open_: bool = False) -> str:
+    """A collapsible block (pymdownx.details); ``title`` is plain text from us."""
+    return f'{"???+" if open_ else "???"} {kind} "{title}"\n\n{indent(body.rstrip())}\n\n'
 
 
 def admonition(kind: str, title: str, body: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vlmeft import facts
 from vlmeft.sitegen import kb_pages
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import PATHS, Context, method_path
 from vlmeft.sitegen.model import display_name, first_attr
-from vlmeft.sitegen.sections import FIDELITY, bench_section, conformance_section, implementation_section
+from vlmeft.sitegen.sections import FIDELITY, bench_section, conformance_section, implementation_section, recipes_section
 
 
 def method_tags(rec: Any) -> list[str]:
@@ -144,6 +145,7 @@ def method_page(ctx: Context, rec: Any) -> str:
         parts.append(f"Fidelity: **{md.text(fidelity)}**: {FIDELITY.get(str(fidelity), '')}.\n\n")
     parts += [
         implementation_section(ctx, impl_id, collapsed=True),
+        recipes_section(impl_id),
         "## Conformance {#conformance}\n\n",
         conformance_section(ctx, impl_id),
         "## Measured here {#measured}\n\n",
@@ -165,6 +167,8 @@ def methods_index(ctx: Context) -> str:
             ctx.node_link(src, rec.category),
             md.text(first_attr(impl, "fidelity", default="–") if impl is not None else "–"),
         ])
+    counts = facts.counts(ctx.kb)  # the README states the same counts from the same functions
     return ("# Methods\n\n"
-            f"All {len(body)} entries of the knowledge base. Click a column header to sort.\n\n"
+            f"All {facts.records_phrase(counts)} of the knowledge base ({facts.code_phrase(counts)}). "
+            "Click a column header to sort.\n\n"
             + md.table(["method", "title", "year", "venue", "category", "implementation"], body))

@@ -100,7 +100,7 @@ def _fields_table(schema: dict[str, Any]) -> str:
 def schema_page(ctx: Context) -> str:
     parts = ["# Record schema\n\n",
              "Generated from the pydantic model that validates `taxonomy/methods/<id>.yaml` "
-             "(`vlmeft kb schema` prints the same JSON Schema).\n\n"]
+             "(`vlmeft schema` prints the same JSON Schema).\n\n"]
     schema = ctx.schema
     if not schema:
         return "".join(parts) + "The schema is not available yet.\n"

@@ -25,24 +25,48 @@ METRICS = ("accuracy", "base", "novel", "hm", "shifted_mean",
 
 @dataclass
 class Conformance:
+    """The matrix: one cell per (method, check, backbone).
+
+    ``backbone`` is the file's default backbone (a cell without its own ``backbone`` field
+    belongs to it); ``backbone_notes`` says what each backbone is (its weights)."""
+
     backbone: str | None = None
     cells: list[dict[str, Any]] = field(default_factory=list)
     source: Path | None = None
+    backbone_notes: dict[str, str] = field(default_factory=dict)
+    check_order: list[str] = field(default_factory=list)  # the file's ``checks`` list, when it has one
 
     @property
     def measured(self) -> bool:
         return self.source is not None
 
-    def for_method(self, method_id: str) -> list[dict[str, Any]]:
-        return [c for c in self.cells if c["method"] == method_id]
+    def for_method(self, method_id: str, backbone: str | None = None) -> list[dict[str, Any]]:
+        return [c for c in self.cells if c["method"] == method_id and (backbone is None or c["backbone"] == backbone)]
 
     @property
     def checks(self) -> list[str]:
-        return sorted({c["check"] for c in self.cells})
+        """Checks in the file's order, then any it does not list, sorted."""
+        present = {c["check"] for c in self.cells}
+        return [c for c in dict.fromkeys(self.check_order) if c in present] + sorted(present - set(self.check_order))
 
     @property
     def methods(self) -> list[str]:
         return sorted({c["method"] for c in self.cells})
+
+    @property
+    def backbones(self) -> list[str]:
+        """Backbones in the file's order (its ``backbones`` object first, then first use)."""
+        return list(dict.fromkeys([b for b in self.backbone_notes if any(c["backbone"] == b for c in self.cells)]
+                                  + [c["backbone"] for c in self.cells]))
+
+    def index(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """Cells by (method, check, backbone): the key that keeps backbones apart."""
+        return {(c["method"], c["check"], c["backbone"]): c for c in self.cells}
+
+    def counts(self, backbone: str | None = None) -> dict[str, int]:
+        """Cells per status (every status present, zeros included), for one backbone or all."""
+        cells = self.cells if backbone is None else [c for c in self.cells if c["backbone"] == backbone]
+        return {s: sum(c["status"] == s for c in cells) for s in CONFORMANCE_STATUSES}
 
 
 @dataclass
@@ -73,6 +97,8 @@ def load_conformance(results_dir: Path | None) -> Conformance:
     data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise VlmeftError("expected an object with a 'cells' list", where=str(path))
+    default = data.get("backbone")
+    default = str(default) if default is not None else ""
     cells = []
     for i, cell in enumerate(data["cells"]):
         where = f"{path} cells[{i}]"
@@ -80,10 +106,15 @@ def load_conformance(results_dir: Path | None) -> Conformance:
             raise VlmeftError("a cell needs string fields 'method' and 'check'", where=where)
         if cell.get("status") not in CONFORMANCE_STATUSES:
             raise VlmeftError(f"status must be one of {', '.join(CONFORMANCE_STATUSES)}", where=where)
+        if cell.get("backbone") is not None and not isinstance(cell["backbone"], str):
+            raise VlmeftError("a cell's 'backbone' must be a string", where=where)
         cells.append({"method": cell["method"], "check": cell["check"], "status": cell["status"],
-                      "reason": str(cell.get("reason") or "")})
-    backbone = data.get("backbone")
-    return Conformance(backbone=str(backbone) if backbone is not None else None, cells=cells, source=path)
+                      "reason": str(cell.get("reason") or ""), "backbone": cell.get("backbone") or default})
+    notes = data.get("backbones")
+    notes = {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+    order = data.get("checks")
+    order = [str(c) for c in order] if isinstance(order, list) else []
+    return Conformance(backbone=default or None, cells=cells, source=path, backbone_notes=notes, check_order=order)
 
 
 def load_robustness(results_dir: Path | None) -> dict[str, Any] | None:

@@ -5,12 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from vlmeft.bench import report
+from vlmeft.errors import VlmeftError
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import NOT_MEASURED, RUN_COMMAND, Context
 from vlmeft.sitegen.model import implementation
 from vlmeft.sitegen.results import METRICS
 
-STATUS_LABEL = {"pass": "✅ pass", "fail": "❌ fail", "na": "➖ n/a"}
+STATUS_WORD = {"pass": "pass", "fail": "fail", "na": "n/a"}
+
+
+def status_badge(status: str, reason: str = "", *, compact: bool = False) -> str:
+    """A conformance status as raw HTML: an icon drawn by the site's own CSS (an inline SVG
+    mask in ``assets/css/extra.css``, so no emoji font is needed) and the status word,
+    visually hidden when ``compact``. The reason is the tooltip."""
+    cls = f"vx-status vx-{status}" + (" vx-compact" if compact else "")
+    title = f' title="{md.attr(reason)}"' if reason else ""
+    return f'<span class="{cls}"{title}><span class="vx-word">{STATUS_WORD[status]}</span></span>'
+
+
+SIGNATURE_PREFIX = "signature."
+
+
+def check_label(check: str) -> str:
+    """A conformance check as words ("text depends on image"), its id (``signature.text_depends_on_image``)
+    as tooltip: ids in code font break mid-word in narrow columns."""
+    name = check[len(SIGNATURE_PREFIX):] if check.startswith(SIGNATURE_PREFIX) else check
+    return f'<span title="{md.attr(check)}">{md.text(name.replace("_", " "))}</span>'
+
+
+def status_counts(counts: dict[str, int]) -> str:
+    """``pass: 3 · fail: 0 · n/a: 1`` with the status icons."""
+    return " · ".join(f"{status_badge(s)}: {n}" for s, n in counts.items())
+
 
 FIDELITY = {
     "faithful": "follows the paper's method and defaults",
@@ -52,15 +78,59 @@ def implementation_section(ctx: Context, impl_id: str | None, *, collapsed: bool
     return "".join(out)
 
 
+def recipes_section(impl_id: str | None) -> str:
+    """The method's two training recipes side by side (:mod:`vlmeft.recipes`), with the
+    official file the paper recipe was read from; empty without an importable method."""
+    from vlmeft import registry
+    from vlmeft.method import MethodConfig
+    from vlmeft.recipes import CORE_FIELDS, recipe_table
+
+    try:
+        cls = registry.get(impl_id) if impl_id else None
+    except (ImportError, AttributeError, VlmeftError):
+        cls = None
+    if cls is None:
+        return ""
+    source = cls.Config.source
+    if source is None or not source.url:  # no official code: the label says where the values come from
+        cited = md.text(source.label if source else "the paper")
+    else:
+        cited = md.ext_link(source.url, source.label) + (f" ({md.text(source.note)})" if source.note else "")
+    precision = f" (official precision {md.code(source.precision)})" if source and source.precision else ""
+    out = [f"## Recipes {{#recipes}}\n\n{md.code(impl_id)} trains under two recipes. `--recipe paper` follows "
+           f"{cited}{precision}; `--recipe embedded`, the "
+           "default on `synthclip-tiny`, keeps the calibrations chosen on val for that backbone (the evidence "
+           "is in the module docstring).\n\n"]
+    rows = recipe_table(cls.Config, () if cls.training_free else CORE_FIELDS)
+    if cls.training_free:  # the shared training settings mean nothing here
+        rows = [r for r in rows if r[0] not in MethodConfig.field_types()]
+    if rows:
+        out.append(md.table(["setting", "paper", "embedded"],
+                            [[md.code(k), md.code(str(p)), md.code(str(e))] for k, p, e in rows]) + "\n")
+    else:
+        out.append("The two recipes are the same: nothing is trained.\n\n" if cls.training_free
+                   else "The two recipes are the same.\n\n")
+    return "".join(out)
+
+
 def conformance_section(ctx: Context, method_id: str | None) -> str:
-    """The method's row of the conformance matrix."""
+    """The method's rows of the conformance matrix: a tab per backbone when there are several."""
     conf = ctx.conformance
     cells = conf.for_method(method_id) if method_id else []
     if not conf.measured or not cells:
         return NOT_MEASURED + "\n\n"
-    rows = [[md.code(c["check"]), STATUS_LABEL[c["status"]], md.text(c["reason"])] for c in cells]
-    head = f"On backbone {md.code(conf.backbone)}.\n\n" if conf.backbone else ""
-    return head + md.table(["check", "status", "reason"], rows) + "\n"
+    backbones = [b for b in conf.backbones if any(c["backbone"] == b for c in cells)]
+    out = []
+    for backbone in backbones:
+        mine = [c for c in cells if c["backbone"] == backbone]
+        rows = [[check_label(c["check"]), status_badge(c["status"]), md.text(c["reason"])] for c in mine]
+        body = status_counts({s: sum(c["status"] == s for c in mine) for s in STATUS_WORD}) + "\n\n"
+        body += md.table(["check", "status", "reason"], rows)
+        if len(backbones) > 1:
+            out.append(md.tab(backbone, body))
+        else:
+            out.append((f"On backbone {md.code(backbone)}.\n\n" if backbone else "") + body + "\n")
+    return "".join(out)
 
 
 # Section titles and column labels of the benchmark tables, by protocol and metric.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from vlmeft.kb.counts import member_count
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import PATHS, Context, node_path
 from vlmeft.sitegen.model import Node, category_reference, first_attr, members, references, signature_keys
@@ -14,6 +15,9 @@ RECONSTRUCTION = (
     "criteria that split them, but its own names for them are not openly available. The "
     "names and definitions here are our reconstruction; each node records where it comes from."
 )
+
+COUNT_NOTE = ('"4 + 1 secondary" means four entries have the node (or a node below it) as their primary '
+              "category and one more lists it only as a secondary category. `vlmeft tree` counts the same way.")
 
 _MERMAID_UNSAFE = re.compile(r"[^A-Za-z0-9 .,/+()-]+")
 
@@ -30,8 +34,7 @@ def mermaid_id(node_id: str) -> str:
 def mermaid_tree(ctx: Context) -> str:
     lines = ["graph LR", '  root["EFT of vision-language models"]']
     for node in ctx.nodes.values():
-        count = len(members(ctx.kb, ctx.nodes, node.id))
-        lines.append(f'  {mermaid_id(node.id)}["{mermaid_label(node.name)} ({count})"]')
+        lines.append(f'  {mermaid_id(node.id)}["{mermaid_label(node.name)} ({member_count(ctx.kb, node.id).label})"]')
         parent = mermaid_id(node.parent) if node.parent else "root"
         lines.append(f"  {parent} --> {mermaid_id(node.id)}")
     return md.fence("\n".join(lines), "mermaid")
@@ -126,8 +129,8 @@ def node_page(ctx: Context, node: Node) -> str:
     if node.children:
         parts.append("## Subdivisions {#subdivisions}\n\n")
         for kid in node.children:
-            n = len(members(ctx.kb, ctx.nodes, kid))
-            parts.append(f"- {ctx.node_link(src, kid)}: {n} method{'s' if n != 1 else ''}\n")
+            count = member_count(ctx.kb, kid)
+            parts.append(f"- {ctx.node_link(src, kid)}: {count.label} method{'s' if count.total != 1 else ''}\n")
         parts.append("\n")
     parts.append("## Members {#members}\n\n")
     parts.append(members_table(ctx, src, node))
@@ -149,7 +152,8 @@ def overview_page(ctx: Context) -> str:
     parts = ["# Taxonomy\n\n",
              "Efficient fine-tuning methods for CLIP-like models split into prompts and adapters. "
              "Prompts are divided by the modality they act on; adapters by whether they take part "
-             "in fusing the two modalities. The numbers count the knowledge-base entries under each node.\n\n",
+             "in fusing the two modalities. The numbers count the knowledge-base entries under each node: "
+             f"{COUNT_NOTE}\n\n",
              md.admonition("info", "Reconstruction", RECONSTRUCTION),
              mermaid_tree(ctx), "\n"]
     parts.append("## Nodes {#nodes}\n\n")
@@ -157,8 +161,7 @@ def overview_page(ctx: Context) -> str:
         depth, up = 0, node.parent
         while up:
             depth, up = depth + 1, ctx.nodes[up].parent
-        n = len(members(ctx.kb, ctx.nodes, node.id))
-        parts.append("    " * depth + f"- {ctx.node_link(src, node.id)}: {n}\n")
+        parts.append("    " * depth + f"- {ctx.node_link(src, node.id)}: {member_count(ctx.kb, node.id).label}\n")
     parts.append("\n")
     baselines = [r for r in ctx.methods if not r.category]
     if baselines:

@@ -4,10 +4,17 @@ Reproducible and resumable: every batch is a pure function of ``(seed, step)`` (
 caption choice come from a generator seeded with both), so a run interrupted at any point
 and resumed from its last checkpoint ends with the same weights as an uninterrupted one.
 
-The text tower trains with a *compact* token table holding only the token ids that occur
-in the world's captions (a few hundred of 49,408): the other rows would never receive a
-gradient anyway, and skipping them saves the dense 6.3M-row update every step. Export
-expands the table back to open_clip's full vocabulary (see :mod:`.compact`).
+Images are rendered lazily (:class:`vlmeft.world.pool.LazyPool`): a batch renders the
+samples it draws that no earlier batch drew, so a 5-step smoke run renders about a
+thousand images instead of the whole pool first. The batches are bit-identical to those of
+the eager pool the shipped weights were trained on (tests/test_pretrain.py compares them).
+
+The text tower trains with a *compact* token table holding only the token ids the world's
+captions can contain (:func:`vocabulary`: 76 of 49,408, read from the world's closed word
+list rather than from every rendered caption, so that nothing needs rendering up front; it
+equals the set the shipped weights store). The other rows would never receive a gradient
+anyway, and skipping them saves the dense 6.3M-row update every step. Export expands the
+table back to open_clip's full vocabulary (see :mod:`.compact`).
 """
 
 from __future__ import annotations
@@ -28,19 +35,12 @@ from vlmeft.backbone.synthclip import compact
 from vlmeft.backbone.synthclip.paths import CONFIG_NAME, MEAN, STD, model_config
 from vlmeft.backbone.synthclip.recipe import Recipe
 from vlmeft.errors import VlmeftError
-from vlmeft.world.pool import load_or_build_pool
-from vlmeft.world.vocab import GENERATOR_VERSION
+from vlmeft.world.pool import LazyPool, Pool, open_pool
+from vlmeft.world.samples import N_CAPTIONS
+from vlmeft.world.vocab import GENERATOR_VERSION, caption_words
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "synthclip-tiny.safetensors"
-
-
-@dataclass
-class Data:
-    images: torch.Tensor  # uint8 [N, H, W, 3]
-    tokens: torch.Tensor  # int64 compact ids [N, K, L]
-    used_ids: torch.Tensor  # full-vocabulary id of each compact id
-    caption_ids: torch.Tensor = field(default=None)  # int64 [N, K]: id of the caption string
 
 
 def tokenize(texts: list[str]) -> torch.Tensor:
@@ -49,17 +49,39 @@ def tokenize(texts: list[str]) -> torch.Tensor:
     return open_clip.tokenize(texts, context_length=model_config()["text_cfg"]["context_length"])
 
 
-def prepare_data(recipe: Recipe, progress: bool = True) -> Data:
-    pool = load_or_build_pool(recipe.pool_size, recipe.seed, progress=progress)
-    flat = [c for cs in pool.captions for c in cs]
-    uniq, inverse = np.unique(np.array(flat), return_inverse=True)
-    tok = tokenize(uniq.tolist())
-    used = torch.unique(tok)
+def vocabulary() -> torch.Tensor:
+    """Every token id a world caption can contain, sorted: its words, ``.`` and ``,``, and the
+    start, end and padding tokens."""
+    return torch.unique(tokenize([*sorted(caption_words()), ".", ","]))
+
+
+@dataclass
+class Data:
+    """The pool batches are drawn from, and the compact vocabulary of its captions."""
+
+    pool: Pool | LazyPool
+    used_ids: torch.Tensor  # full-vocabulary id of each compact id (sorted)
+    lookup: torch.Tensor  # full-vocabulary id -> compact id (-1: not in the world's vocabulary)
+    _tokens: dict[str, torch.Tensor] = field(default_factory=dict)  # caption -> compact ids
+
+    def tokens(self, captions: list[str]) -> torch.Tensor:
+        """Compact token ids [B, L] of ``captions`` (tokenized once per distinct caption)."""
+        new = [c for c in dict.fromkeys(captions) if c not in self._tokens]
+        if new:
+            compact_ids = self.lookup[tokenize(new)]
+            if bool((compact_ids < 0).any()):
+                bad = new[int((compact_ids < 0).any(dim=1).nonzero()[0])]
+                raise VlmeftError(f"caption {bad!r} has a token outside the world's vocabulary "
+                                  "(vlmeft.world.vocab.caption_words)")
+            self._tokens.update(zip(new, compact_ids))
+        return torch.stack([self._tokens[c] for c in captions])
+
+
+def prepare_data(recipe: Recipe, progress: bool = True) -> Data:  # noqa: ARG001 (nothing to render up front)
+    used = vocabulary()
     lookup = torch.full((int(model_config()["text_cfg"]["vocab_size"]),), -1, dtype=torch.int64)
     lookup[used] = torch.arange(len(used))
-    k = len(pool.captions[0])
-    inv = torch.from_numpy(inverse.reshape(-1, k).astype(np.int64))
-    return Data(torch.from_numpy(pool.images), lookup[tok][inv], used, inv)
+    return Data(open_pool(recipe.pool_size, recipe.seed), used, lookup)
 
 
 def build_model(n_vocab: int | None = None):
@@ -88,11 +110,16 @@ def lr_at(step: int, recipe: Recipe) -> float:
 
 
 def batch_at(step: int, data: Data, recipe: Recipe):
+    """Normalised images, compact tokens and caption ids (equal exactly when two captions are
+    the same string) of the batch at ``step``."""
     g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
-    n, k = data.tokens.shape[:2]
+    n, k = len(data.pool), N_CAPTIONS
     idx = torch.randint(n, (recipe.batch_size,), generator=g)
     which = torch.randint(k, (recipe.batch_size,), generator=g)
-    return normalise(data.images[idx]), data.tokens[idx, which], data.caption_ids[idx, which]
+    images = torch.from_numpy(data.pool.images_at(idx.tolist()))
+    captions = [data.pool.captions_at(i)[w] for i, w in zip(idx.tolist(), which.tolist())]
+    _, caption_ids = np.unique(np.array(captions), return_inverse=True)
+    return normalise(images), data.tokens(captions), torch.from_numpy(caption_ids.reshape(-1).astype(np.int64))
 
 
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, caption_ids: torch.Tensor) -> torch.Tensor:
