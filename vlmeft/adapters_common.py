@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -107,6 +107,28 @@ def official_grid(top: float, steps: int, start: float = 0.1) -> Tensor:
     of Tip-Adapter's and APE's releases, ``[i * (top - start) / steps + start for i in
     range(steps)]`` (``top`` itself is never reached)."""
     return torch.arange(steps, dtype=torch.float64) * (top - start) / steps + start
+
+
+@torch.no_grad()
+def search_cache_blend(zero_shot: Tensor, cache: Callable[[float], Tensor], labels: Tensor, alphas: Tensor,
+                       betas: Tensor) -> tuple[float, float, float, int]:
+    """The validation search of Tip-Adapter's and APE's releases.
+
+    For each ``beta`` in order, the logits ``zero_shot + alpha * cache(beta)`` are scored for
+    every ``alpha`` and for every option that the leading dimension of ``cache(beta)``
+    holds (``[O, B, C]``, e.g. APE's gamma; ``[B, C]`` is one option). Returns ``(accuracy,
+    alpha, beta, option)`` of the first best in the releases' loop order: beta, then
+    alpha, then the option."""
+    best = (-1.0, float(alphas[0]), float(betas[0]), 0)
+    for beta in betas.tolist():
+        votes = cache(beta)
+        votes = votes.reshape(-1, *votes.shape[-2:])  # [O, B, C]
+        logits = zero_shot + alphas.view(-1, 1, 1, 1) * votes.unsqueeze(0)  # [A, O, B, C]
+        accs = (logits.argmax(-1) == labels).float().mean(-1).flatten()  # alpha-major
+        i = int(accs.argmax())
+        if float(accs[i]) > best[0]:
+            best = (float(accs[i]), float(alphas[i // votes.shape[0]]), beta, i % votes.shape[0])
+    return best
 
 
 class SupportSetMixin:

@@ -97,7 +97,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlmeft import registry
-from vlmeft.adapters_common import SupportSetMixin, official_grid, require_class_count
+from vlmeft.adapters_common import SupportSetMixin, official_grid, require_class_count, search_cache_blend
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method, MethodConfig, Schedule, Select
 from vlmeft.recipes import Source
@@ -249,27 +249,21 @@ class APE(SupportSetMixin, Method):
     @torch.no_grad()
     def select_on_val(self, features: Tensor, labels: Tensor) -> dict[str, float]:
         """Grid over (beta, alpha, gamma) on val features; the first best in the release's
-        loop order (beta outermost) is kept."""
+        loop order (beta, then alpha, then gamma) is kept."""
         cfg = self.config
         if not cfg.search or self.cache_labels.numel() == 0 or features.shape[0] == 0:
             return {k: float(getattr(self, k)) for k in ("alpha", "beta", "gamma")}
         features, labels = features.to(self.cache_keys), labels.to(self.cache_keys.device)
-        zs = cfg.zs_scale * features @ self.zero_shot_weights().t()
-        div = self.divergence()
-        alphas = official_grid(cfg.alpha_max, cfg.alpha_steps).to(features)
         gammas = official_grid(cfg.gamma_max, cfg.gamma_steps, start=0.0).to(features)
-        values = self.cache_values.unsqueeze(0) * torch.exp(gammas.view(-1, 1, 1) * div.view(1, -1, 1))  # [G, N, C]
-        best = (-1.0, 0.0, 0.0, 0.0)
-        for beta in official_grid(cfg.beta_max, cfg.beta_steps).tolist():
-            cache = torch.einsum("bn,gnc->gbc", self.affinity_logits(features, beta), values)  # [G, B, C]
-            logits = zs + alphas.view(-1, 1, 1, 1) * cache.unsqueeze(0)  # [A, G, B, C]
-            accs = (logits.argmax(-1) == labels).float().mean(-1)  # [A, G]
-            i = int(accs.flatten().argmax())  # row-major: alpha before gamma, as the release's loops
-            if float(accs.flatten()[i]) > best[0]:
-                best = (float(accs.flatten()[i]), float(alphas[i // len(gammas)]), beta, float(gammas[i % len(gammas)]))
-        for name, value in zip(("alpha", "beta", "gamma"), best[1:]):
+        weights = torch.exp(gammas.view(-1, 1, 1) * self.divergence().view(1, -1, 1))
+        values = self.cache_values.unsqueeze(0) * weights  # [G, N, C]
+        acc, alpha, beta, g = search_cache_blend(
+            cfg.zs_scale * features @ self.zero_shot_weights().t(),
+            lambda b: torch.einsum("bn,gnc->gbc", self.affinity_logits(features, b), values),
+            labels, official_grid(cfg.alpha_max, cfg.alpha_steps).to(features), official_grid(cfg.beta_max, cfg.beta_steps))
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", float(gammas[g]))):
             getattr(self, name).fill_(value)
-        return {"alpha": best[1], "beta": best[2], "gamma": best[3], "val_acc": best[0]}
+        return {"alpha": alpha, "beta": beta, "gamma": float(gammas[g]), "val_acc": acc}
 
 
 @registry.register
@@ -329,15 +323,9 @@ class APET(APE):
         if not cfg.search or self.cache_labels.numel() == 0 or features.shape[0] == 0:
             return {"alpha": float(self.alpha), "beta": float(self.beta)}
         features, labels = features.to(self.cache_keys), labels.to(self.cache_keys.device)
-        zs = cfg.zs_scale * features @ self.adapted()[0].t()
-        alphas = official_grid(cfg.alpha_max, cfg.alpha_steps).to(features)
-        best = (-1.0, 0.0, 0.0)
-        for beta in official_grid(cfg.beta_max, cfg.beta_steps).tolist():
-            logits = zs + alphas.view(-1, 1, 1) * self.cache_part(features, beta).unsqueeze(0)
-            accs = (logits.argmax(-1) == labels).float().mean(-1)
-            i = int(accs.argmax())
-            if float(accs[i]) > best[0]:
-                best = (float(accs[i]), float(alphas[i]), beta)
-        self.alpha.fill_(best[1])
-        self.beta.fill_(best[2])
-        return {"alpha": best[1], "beta": best[2], "val_acc": best[0]}
+        acc, alpha, beta, _ = search_cache_blend(
+            cfg.zs_scale * features @ self.adapted()[0].t(), lambda b: self.cache_part(features, b), labels,
+            official_grid(cfg.alpha_max, cfg.alpha_steps).to(features), official_grid(cfg.beta_max, cfg.beta_steps))
+        self.alpha.fill_(alpha)
+        self.beta.fill_(beta)
+        return {"alpha": alpha, "beta": beta, "val_acc": acc}
