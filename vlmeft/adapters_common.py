@@ -1,4 +1,4 @@
-"""Mechanics shared by the adapter methods (CLIP-LoRA, MMA, ...): nothing method-specific.
+"""Mechanics shared by the adapter methods: nothing method-specific.
 
 * :class:`ReencodedTextMixin`: for methods whose *text tower itself* changes (LoRA in the
   text encoder, adapters in its blocks). The class prompts must then be re-encoded through
@@ -6,6 +6,11 @@
   ``class_text_features`` caches them.
 * :func:`transformer_blocks`: the residual blocks of each tower that has them.
 * :func:`scale_grad`: identity forward, scaled gradient backward.
+* :func:`raw_text_prototypes`: the un-normalised template-mean text features that
+  TaskRes, CLAP and GraphAdapter start from.
+* :class:`SupportSetMixin`: a few-shot support set kept by class name (Tip-Adapter, APE,
+  Meta-Adapter, GraphAdapter), with :func:`search_cache_blend` / :func:`official_grid`
+  (the val search of Tip-Adapter's and APE's releases) and :func:`require_class_count`.
 """
 
 from __future__ import annotations

@@ -60,9 +60,7 @@ The recorded fidelity is "simplified" for the missing multi-view path.
 5 (the release's Caltech101 value), chosen on the digits *val* split (180 images, one
 stream; zero-shot 0.556): the paper's values gave 0.561; ``zs_scale`` 50 0.567; 20
 0.594; at 20, positive alpha 1 / 2 / 5 gave 0.589 / 0.594 / 0.600 and positive beta 3
-0.594; alpha 5 at scale 100 0.572. The entropy window and the cache affinities were
-set for CLIP's scale of 100; at the backbone's own scale its zero-shot probabilities are
-the calibrated ones the release's thresholds assume.
+0.594; alpha 5 at scale 100 0.572.
 """
 
 from __future__ import annotations

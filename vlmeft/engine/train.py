@@ -1,7 +1,8 @@
 """A plain training loop and evaluation: what CoOp's Dassl trainer does, in one page.
 
-- Optimiser: SGD with momentum, AdamW, or Adam with L2 weight decay (Dassl's "adam"; ``eps`` from the config's ``adam_eps`` when a
-  method declares one, else 1e-8) over ``method.trainable_parameters()`` only (the
+- Optimiser: SGD with momentum, AdamW, or Adam with the weight decay as an L2 term
+  (Dassl's "adam"); ``eps`` from the config's ``adam_eps`` when a method declares one,
+  else 1e-8, over ``method.trainable_parameters()`` only (the
   backbone sits outside the method's module tree, so it cannot be optimised).
 - Opt-in (``MethodConfig.lr_logit_scale = S > 0``): with SGD the learning rates are
   multiplied by ``S / backbone.logit_scale()``, because the cross-entropy gradient is
