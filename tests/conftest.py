@@ -110,3 +110,12 @@ def vit_b16():
     from vlmeft.backbone import load_backbone
 
     return load_backbone("ViT-B-16", pretrained=None)
+
+
+@pytest.fixture(scope="session")
+def coop_root(tmp_path_factory):
+    """A miniature copy of every CoOp dataset layout (tests/coop_layouts.py), built once
+    per session. Read-only for tests: a test that corrupts a dataset copies it first."""
+    import coop_layouts
+
+    return coop_layouts.build(tmp_path_factory.mktemp("coop-data"))

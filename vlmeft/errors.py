@@ -28,3 +28,8 @@ class VlmeftError(Exception):
         self.where = one_line(where) if where is not None else None
         message = one_line(str(message))
         super().__init__(f"{self.where}: {message}" if self.where else message)
+
+
+class DatasetMissing(VlmeftError):
+    """A dataset's folder or marker files are not where they were looked for (``where``):
+    the benchmark skips that dataset and goes on with the rest."""

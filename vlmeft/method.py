@@ -106,7 +106,7 @@ class MethodConfig:
     # Which trained state is kept: "last" (Dassl's TEST.FINAL_MODEL "last_step") or "val"
     # (the epoch with the best accuracy on the few-shot val split).
     select: Select = "last"
-    precision: typing.Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast
+    precision: typing.Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds a GradScaler (GPU only)
     # Opt-in lr rescaling by logit scale. Cross-entropy gradients are proportional to the
     # logit scale, so a paper's SGD lr (tuned at CLIP's 100) takes smaller steps on a backbone
     # with a smaller learned scale (synthclip-tiny: ~22). With lr_logit_scale = S > 0 and SGD,
@@ -191,6 +191,13 @@ class MethodConfig:
             raise VlmeftError(f"crop_scale must lie in (0, 1], got {self.crop_scale}", where="--set")
 
 
+def _autocast_state(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device`` here, or None when it is off: text
+    features cached under bf16 are not the fp32 ones."""
+    kind = device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+
 class Method(nn.Module):
     """Base class of every registered method.
 
@@ -267,8 +274,11 @@ class Method(nn.Module):
         return self.backbone.device
 
     def zero_shot_weights(self) -> Tensor:
-        """The frozen hand-crafted classifier for the current label set ``[C, E]``."""
-        return self.backbone.zero_shot_weights(self.classnames, self.templates)
+        """The frozen hand-crafted classifier for the current label set ``[C, E]``, always
+        computed in fp32 (the backbone caches it; an autocast region must not leave a
+        half-precision copy there for later fp32 use)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.backbone.zero_shot_weights(self.classnames, self.templates)
 
     # ---------------------------------------------------------------- towers
     def frozen_image_features(self, images: Tensor) -> Tensor:
@@ -293,14 +303,15 @@ class Method(nn.Module):
         should cost what zero-shot CLIP costs. The cache is used only in eval mode without
         autograd, and is keyed on the identity and in-place version counter of every
         parameter and buffer, so an optimiser step, a loaded checkpoint, new class names
-        or a probe editing a tensor in place all invalidate it.
+        or a probe editing a tensor in place all invalidate it; so does a change of
+        autocast precision.
         """
         if self.image_conditioned_text:
             return self.text_features(image_features)
         if self.training or torch.is_grad_enabled():
             return self.text_features(None)
         key = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
-        key += (tuple(self.classnames), tuple(self.templates))
+        key += (tuple(self.classnames), tuple(self.templates), _autocast_state(self.device))
         cached = self.__dict__.get("_text_cache")
         if cached is None or cached[0] != key:
             cached = (key, self.text_features(None))

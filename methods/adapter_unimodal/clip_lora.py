@@ -160,7 +160,7 @@ class CLIPLoRA(ReencodedTextMixin, Method):
             a = a * keep  # zero whole input features of the LoRA branch
         d = a.shape[-1]
         out = a.new_zeros(3, d, d)
-        out[self.slots] = b @ a
+        out[self.slots] = (b @ a).to(out.dtype)  # under bf16/fp16 autocast the product is half precision
         return self.scale * out.reshape(3 * d, d)
 
     def overrides(self, tower: str) -> dict[str, Tensor]:

@@ -220,6 +220,11 @@ class RedCircle(Method):
         query itself is always left out)."""
         self.negatives = sorted(set(expressions))
 
+    def prepare_grounding(self, samples: Sequence[GroundingSample]) -> None:
+        """Hook of the grounding task kind (:mod:`vlmeft.kinds.grounding`), called once
+        with the whole evaluated set before scoring: the prior's negatives are its expressions."""
+        self.set_negatives([s.expression for s in samples])
+
     @torch.no_grad()
     def _text(self, expressions: Sequence[str]) -> Tensor:
         prompts = [self.config.template.format(e) for e in expressions]
@@ -261,17 +266,11 @@ class RedCircle(Method):
 
 
 def grounding_accuracy(method: RedCircle, samples: Sequence[GroundingSample], *, chunk: int = 64) -> float:
-    """Fraction of samples whose best-scoring box is the target. The negatives for the
-    prior are all expressions of ``samples``, fixed before scoring."""
-    if not samples:
-        raise VlmeftError("no grounding samples to evaluate")
-    method.set_negatives([s.expression for s in samples])
-    hits = 0
-    for i in range(0, len(samples), chunk):
-        part = samples[i : i + chunk]
-        scores = method.ground([s.image for s in part], [s.boxes for s in part], [s.expression for s in part])
-        hits += sum(int(sc.argmax().item() == s.target) for sc, s in zip(scores, part))
-    return hits / len(samples)
+    """Fraction of samples whose best-scoring box is the target (the grounding task kind's
+    evaluator; the negatives for the prior are all expressions of ``samples``)."""
+    from vlmeft.kinds.grounding import accuracy
+
+    return accuracy(method, samples, chunk=chunk)
 
 
 def random_choice_accuracy(samples: Sequence[GroundingSample]) -> float:

@@ -78,6 +78,11 @@ class Backbone(nn.Module):
         self.name = name
         self.pretrained = pretrained
         self.weights_id = weights_id  # identifies the weights in feature-cache keys
+        # Set by the factory (vlmeft.backbone.weights): the open_clip config when the weights
+        # brought their own, and what the user should read about how the weights resolved.
+        self.model_cfg: dict | None = None
+        self.notes: list[str] = []
+        self.warnings: list[str] = []
         self.last_vision_seq_len: int | None = None
         self._zero_shot_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], Tensor] = {}
 

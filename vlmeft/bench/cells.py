@@ -2,26 +2,17 @@
 
 The mechanics belong to other modules and are only called here: few-shot sampling,
 base/novel splits and the harmonic mean (:mod:`vlmeft.data.protocol`), training and
-evaluation (:mod:`vlmeft.engine`), retrieval recall and box crops
-(:mod:`vlmeft.data.tasks`), red-circle grounding (its method module).
-
-Per protocol:
-
-- ``few-shot``: ``shots`` per class from train, ``min(shots, 4)`` from val (selection
-  only), accuracy on the full test split.
-- ``base-to-novel``: train on the base half of the classes, accuracy on base test
-  images; then switch the label set to the novel half (``set_classnames``, trained
-  tensors untouched) and test on novel images; HM of the two.
-- ``cross-domain``: train on the source domain, accuracy on its test split and on each
-  shifted test domain (``domains``).
-- ``retrieval``: every caption is a class (template ``"{}"``); image-to-text and
-  text-to-image recall@1/5 from the method's own image-caption logits.
-- ``grounding``: a grounding method picks one box per referring expression; zero-shot
-  CLIP's baseline crops each box and compares the crops with the expression.
+evaluation (:mod:`vlmeft.engine`), and each protocol's evaluator, which its task kind
+declares (:mod:`vlmeft.kinds`: classification, retrieval, grounding, ...).
 
 All metrics are fractions in [0, 1]. ``zero_shot_accuracy`` (and ``zero_shot_base`` /
 ``zero_shot_novel`` / ``zero_shot_domains``) is zero-shot CLIP on the same test images,
 so every row carries its own reference point.
+
+Unreadable images: with ``on_bad_image="error"`` (the default) the first one ends the
+cell with an error naming its file. With ``"skip"``, the cell is measured again without
+it (and without every bad image found before in this runner); the row lists the skipped
+paths under ``skipped_images``.
 """
 
 from __future__ import annotations
@@ -35,14 +26,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vlmeft import __version__
-from vlmeft.bench.plan import GROUNDING_BASELINES, Cell
+from vlmeft.bench.plan import Cell
 from vlmeft.bench.store import SCHEMA
 from vlmeft.errors import VlmeftError
 
 
+BAD_IMAGE_POLICIES = ("error", "skip")
 # Shared code every method's result depends on, besides its own module.
 _SHARED_CODE = ("method.py", "prompting.py", "adapters_common.py", "engine/train.py", "engine/schedule.py",
                 "data/protocol.py", "data/augment.py", "recipes.py")
@@ -78,9 +68,13 @@ class CellRunner:
     def __init__(self, backbone: Any, overrides_for: Any, *, profile: str = "", config_hash: str = "",
                  code: dict[str, str] | None = None, task_loader: Callable[[str], Any] | None = None,
                  progress: bool = False, on_trained: Callable[[Any], None] | None = None,
-                 recipe: str | None = None) -> None:
+                 recipe: str | None = None, on_bad_image: str = "error") -> None:
         from vlmeft.engine import FeatureCache
         from vlmeft.recipes import check_recipe, default_recipe
+
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise VlmeftError(f"expected one of {', '.join(BAD_IMAGE_POLICIES)}, got '{on_bad_image}'",
+                              where="--on-bad-image")
 
         self.backbone = backbone
         self.recipe = check_recipe(recipe) if recipe else default_recipe(backbone)  # paper / embedded
@@ -95,14 +89,24 @@ class CellRunner:
         # Big enough for every sampled split of a full run: features are small ([N, E]).
         self.cache = FeatureCache(max_items=4096)
         self._zero_shot: dict[tuple, Any] = {}
+        self.on_bad_image = on_bad_image
+        self.bad_images: set[str] = set()  # unreadable images found so far (skipped from then on)
+        self._skipped: set[str] = set()  # those that the cell being measured would have read
 
     # ------------------------------------------------------------------ helpers
     def _task(self, name: str) -> Any:
         if self.task_loader is not None:
-            return self.task_loader(name)
-        from vlmeft.bench.plan import _task
+            task = self.task_loader(name)
+        else:
+            from vlmeft.bench.plan import _task
 
-        return _task(name)
+            task = _task(name)
+        if self.bad_images:
+            from vlmeft.data.protocol import without_images
+
+            task, dropped = without_images(task, self.bad_images)
+            self._skipped |= dropped
+        return task
 
     def _build(self, name: str, classnames: list[str], templates: list[str], seed: int) -> Any:
         from vlmeft import registry
@@ -140,10 +144,20 @@ class CellRunner:
     def measure(self, cell: Cell) -> tuple[dict[str, Any], Any, Any]:
         """Train and evaluate ``cell`` under its protocol: ``(metrics, method, report)``,
         where ``report`` is the engine's training report (``None`` when nothing trained)."""
-        measure = getattr(self, "_" + cell.protocol.replace("-", "_"), None)
-        if measure is None:
-            raise VlmeftError(f"unknown protocol '{cell.protocol}'", where="--protocols")
-        return measure(cell)
+        from vlmeft import kinds
+        from vlmeft.data.loading import UnreadableImage
+
+        kind = kinds.for_protocol(cell.protocol)
+        self._skipped = set()
+        while True:
+            try:
+                return kind.measure(self, cell)
+            except UnreadableImage as err:
+                if self.on_bad_image != "skip" or err.path in self.bad_images:
+                    raise
+                print(f"note: skipping unreadable image {err}", file=sys.stderr)
+                self.bad_images.add(err.path)
+                self._skipped = set()
 
     def run(self, cell: Cell) -> dict[str, Any]:
         """Measure ``cell``; returns its row."""
@@ -160,6 +174,8 @@ class CellRunner:
             if report.selected:
                 row["selected"] = {k: float(v) for k, v in report.selected.items()}
         row["recipe"] = self.recipe
+        if self._skipped:
+            row["skipped_images"] = sorted(self._skipped)
         row["overrides"] = dict(self.overrides_for(cell.method))
         row["code"] = self.code.get(cell.method) or code_fingerprint(cell.method)
         row["cell_seconds"] = round(time.perf_counter() - start, 4)  # wall time: train + evaluate
@@ -168,93 +184,3 @@ class CellRunner:
         row["config_hash"] = self.config_hash
         row["vlmeft_version"] = __version__
         return row
-
-    def _few_shot(self, cell: Cell) -> tuple[dict, Any, Any]:
-        task = self._task(cell.task)
-        method = self._build(cell.method, task.classnames, task.templates, cell.seed)
-        report = self._fit(method, task, cell)
-        return ({"accuracy": self._evaluate(method, task.test),
-                 "zero_shot_accuracy": self._zs_accuracy(task, task.test)}, method, report)
-
-    def _cross_domain(self, cell: Cell) -> tuple[dict, Any, Any]:
-        task = self._task(cell.task)
-        method = self._build(cell.method, task.classnames, task.templates, cell.seed)
-        report = self._fit(method, task, cell)
-        names = sorted(task.shifted)
-        domains = {d: self._evaluate(method, task.shifted[d]) for d in names}
-        return ({"accuracy": self._evaluate(method, task.test),
-                 "domains": domains,
-                 "shifted_mean": float(np.mean([domains[d] for d in names])),
-                 "zero_shot_accuracy": self._zs_accuracy(task, task.test),
-                 "zero_shot_domains": {d: self._zs_accuracy(task, task.shifted[d]) for d in names}},
-                method, report)
-
-    def _base_to_novel(self, cell: Cell) -> tuple[dict, Any, Any]:
-        from vlmeft.data import protocol
-
-        base_task, novel_task = protocol.base_novel(self._task(cell.task))
-        method = self._build(cell.method, base_task.classnames, base_task.templates, cell.seed)
-        report = self._fit(method, base_task, cell)
-        base = self._evaluate(method, base_task.test)
-        method.set_classnames(novel_task.classnames, novel_task.templates)
-        novel = self._evaluate(method, novel_task.test)
-        zs_base = self._zs_accuracy(base_task, base_task.test)
-        zs_novel = self._zs_accuracy(novel_task, novel_task.test)
-        return ({"base": base, "novel": novel, "hm": protocol.harmonic_mean(base, novel),
-                 "zero_shot_base": zs_base, "zero_shot_novel": zs_novel,
-                 "zero_shot_hm": protocol.harmonic_mean(zs_base, zs_novel)}, method, report)
-
-    def _retrieval(self, cell: Cell) -> tuple[dict, Any, Any]:
-        from vlmeft.data.tasks import TASKS_VERSION, retrieval_metrics
-        from vlmeft.data.types import Split
-        from vlmeft.engine import predict
-
-        scene = self._task(cell.task)
-        n = len(scene.captions)
-        split = Split(images=scene.images, labels=np.arange(n, dtype=np.int64),
-                      key=f"{cell.task}/retrieval-images/{TASKS_VERSION}")
-        method = self._build(cell.method, list(scene.captions), ["{}"], cell.seed)
-        sim = predict(method, split, cache=self.cache).numpy()  # [images, captions]
-        m = retrieval_metrics(sim, ks=(1, 5))  # percentages
-        out = {k: m[f"{d}_R@{r}"] / 100.0 for d in ("i2t", "t2i") for r in (1, 5) for k in [f"{d}_r{r}"]}
-        out["r1"] = (out["i2t_r1"] + out["t2i_r1"]) / 2
-        out["r5"] = (out["i2t_r5"] + out["t2i_r5"]) / 2
-        return out, method, None
-
-    def _grounding(self, cell: Cell) -> tuple[dict, Any, Any]:
-        from vlmeft import registry
-
-        scene = self._task(cell.task)
-        samples = scene.grounding
-        chance = float(np.mean([1.0 / len(s.boxes) for s in samples]))
-        if "grounding" in registry.get(cell.method).tasks:
-            method = self._build(cell.method, [], ["{}"], cell.seed)
-            evaluator = getattr(sys.modules[type(method).__module__], "grounding_accuracy", None)
-            if evaluator is None:
-                raise VlmeftError(f"method '{cell.method}' declares grounding but its module has no "
-                                  "grounding_accuracy(method, samples)")
-            return {"accuracy": float(evaluator(method, samples)), "chance": chance}, method, None
-        if GROUNDING_BASELINES.get(cell.method) == "crop-and-compare":
-            return self._crop_and_compare(cell, samples, chance)
-        raise VlmeftError(f"method '{cell.method}' does not do grounding")
-
-    def _crop_and_compare(self, cell: Cell, samples: list, chance: float) -> tuple[dict, Any, Any]:
-        """Crop each candidate box, classify the crops against the sample's expression."""
-        from vlmeft.data.tasks import TASKS_VERSION, crop_boxes
-        from vlmeft.data.types import Split
-        from vlmeft.engine import predict
-
-        expressions = sorted({s.expression for s in samples})
-        index = {e: i for i, e in enumerate(expressions)}
-        crops = [crop_boxes(s.image, s.boxes) for s in samples]
-        split = Split(images=np.concatenate(crops), labels=np.zeros(sum(len(c) for c in crops), dtype=np.int64),
-                      key=f"{cell.task}/grounding-crops/{TASKS_VERSION}")
-        method = self._build(cell.method, expressions, ["{}"], cell.seed)
-        logits = predict(method, split, cache=self.cache).numpy()  # [all crops, expressions]
-        hits, start = 0, 0
-        for s, c in zip(samples, crops):
-            scores = logits[start : start + len(c), index[s.expression]]
-            hits += int(int(scores.argmax()) == s.target)
-            start += len(c)
-        return ({"accuracy": hits / len(samples), "chance": chance, "variant": GROUNDING_BASELINES[cell.method]},
-                method, None)

@@ -2,9 +2,10 @@
 
 A cell is one measurement: ``(method, task, protocol, shots, seed, backbone)``. Which
 method runs under which protocol is decided by probing the method once, not by a
-hand-kept table:
+hand-kept table; each protocol's task kind (:mod:`vlmeft.kinds`) reads the probe
+(``method_fits``) and says which tasks fit (``task_fits``):
 
-- ``classification`` / ``grounding``: the method's declared ``tasks``;
+- the method's declared ``tasks`` (``classification``, ``grounding``, ...);
 - it must build on the backbone (methods needing vision tokens refuse a ResNet tower);
 - *uses training data*: it trains, or overrides ``fit_cache`` / ``select_on_val``.
   A method that uses none (zero-shot CLIP, training-free CALIP) gives the same result
@@ -14,9 +15,9 @@ hand-kept table:
   probe has no text side and refuses), needed for base-to-novel and for retrieval,
   which treats each caption as a class.
 
-Retrieval ranks captions with the method's own image-text scores, so it is measured
-for methods that use no training data (there is no caption training set). Grounding
-runs the grounding methods plus zero-shot CLIP as a crop-and-compare baseline.
+For example, retrieval ranks captions with the method's own image-text scores, so it
+is measured for methods that use no training data (there is no caption training set);
+grounding runs the grounding methods plus zero-shot CLIP as a crop-and-compare baseline.
 """
 
 from __future__ import annotations
@@ -24,15 +25,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
 from typing import Any
 
+from vlmeft import kinds
 from vlmeft.bench.profiles import PROTOCOLS, SHOT_PROTOCOLS, Profile, ProtocolPlan
 from vlmeft.bench.store import cell_key
 from vlmeft.errors import VlmeftError
-
-# Classification methods that also run a grounding baseline, and how.
-GROUNDING_BASELINES = {"zsclip": "crop-and-compare"}
 
 
 @dataclass(frozen=True)
@@ -62,12 +60,19 @@ class Cell:
 class Capabilities:
     """What a method can do on a given backbone (found by probing it)."""
 
-    classification: bool
-    grounding: bool
+    tasks: tuple[str, ...]  # the task kinds the method declares
     builds: bool
     uses_data: bool
     new_classes: bool
     reason: str = ""  # why it does not build, if it does not
+
+    @property
+    def classification(self) -> bool:
+        return "classification" in self.tasks
+
+    @property
+    def grounding(self) -> bool:
+        return "grounding" in self.tasks
 
 
 def _overrides_hook(method: Any, hook: str) -> bool:
@@ -81,60 +86,40 @@ def probe(name: str, backbone: Any, overrides: dict[str, str]) -> Capabilities:
     from vlmeft import registry
 
     cls = registry.get(name)
-    classification = "classification" in cls.tasks
-    grounding = "grounding" in cls.tasks
+    tasks = tuple(cls.tasks)
     try:
         method = registry.build(name, backbone, ["red", "blue"], ["a {}."], overrides, seed=0)
     except VlmeftError as err:
         if "--set" in str(err) or getattr(err, "where", None) == "--set":
             raise VlmeftError(f"profile override for '{name}' is invalid: {err}", where="--profile") from None
-        return Capabilities(classification, grounding, False, False, False, reason=str(err))
+        return Capabilities(tasks, False, False, False, reason=str(err))
     uses_data = (not getattr(method, "training_free", False)) or _overrides_hook(method, "fit_cache") \
         or _overrides_hook(method, "select_on_val")
     new_classes = True
-    if classification:
+    known = {k.name: k for k in kinds.all_kinds()}
+    if any(known[t].classifier for t in tasks if t in known):  # it reads class names: can they change?
         try:
             method.set_classnames(["green", "yellow", "white"])
         except VlmeftError:
             new_classes = False
-    return Capabilities(classification, grounding, True, bool(uses_data), new_classes)
+    return Capabilities(tasks, True, bool(uses_data), new_classes)
 
 
-@lru_cache(maxsize=None)
 def _task(name: str) -> Any:
     from vlmeft.data.tasks import get_task
 
-    return get_task(name)
+    return get_task(name)  # cached there
 
 
 def task_fits(name: str, protocol: str) -> bool:
     from vlmeft.data.tasks import task_kind
 
-    kind = task_kind(name)
-    if protocol in ("retrieval", "grounding"):
-        return kind == "scenes"
-    if kind != "classification":
-        return False
-    task = _task(name)
-    if protocol == "cross-domain":
-        return bool(task.shifted)
-    if protocol == "base-to-novel":
-        return len(task.classnames) >= 2
-    return True
+    kind = kinds.for_protocol(protocol)
+    return task_kind(name) == kind.data and kind.task_fits(lambda: _task(name), protocol)
 
 
 def method_fits(caps: Capabilities, name: str, protocol: str) -> bool:
-    if not caps.builds:
-        return False
-    if protocol == "grounding":
-        return caps.grounding or name in GROUNDING_BASELINES
-    if not caps.classification:
-        return False
-    if protocol == "base-to-novel":
-        return caps.new_classes
-    if protocol == "retrieval":
-        return caps.new_classes and not caps.uses_data
-    return True
+    return kinds.for_protocol(protocol).method_fits(caps, name, protocol)
 
 
 @dataclass
@@ -150,7 +135,7 @@ class Selection:
 
 def _check_names(selection: Selection, profile: Profile) -> None:
     from vlmeft import registry
-    from vlmeft.data.tasks import task_names
+    from vlmeft.data.tasks import is_task_name, task_names
 
     for name in selection.methods or ():
         if not registry.is_registered(name):
@@ -158,7 +143,7 @@ def _check_names(selection: Selection, profile: Profile) -> None:
                               where="--methods")
     known_tasks = task_names()
     for name in selection.tasks or ():
-        if name not in known_tasks:
+        if name not in known_tasks and not is_task_name(name):
             import difflib
 
             close = difflib.get_close_matches(name, known_tasks, n=3, cutoff=0.4)

@@ -30,11 +30,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlmeft import kinds
 from vlmeft.errors import VlmeftError
 
-PROTOCOLS = ("few-shot", "base-to-novel", "cross-domain", "retrieval", "grounding")
+PROTOCOLS = kinds.protocols()  # every task kind's protocols (vlmeft.kinds)
 # Protocols that train on k shots per class; the others evaluate without training (shots = 0).
-SHOT_PROTOCOLS = ("few-shot", "base-to-novel", "cross-domain")
+SHOT_PROTOCOLS = kinds.shot_protocols()
 # Bump when the way a cell is measured changes (vlmeft/bench/cells.py): it is hashed into
 # the version, so old cells are not mixed with new ones.
 MEASUREMENT_VERSION = 1

@@ -19,12 +19,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlmeft import kinds
 from vlmeft.bench.store import read_results, results_files
 from vlmeft.errors import VlmeftError
 
 Stat = tuple[float, float, int]  # mean, std, number of seeds
-# The metric whose seed variance summarises each trained protocol (stability table, site).
-STABILITY_METRIC = {"few-shot": "accuracy", "base-to-novel": "hm", "cross-domain": "shifted_mean"}
+# The metric whose seed variance summarises each trained protocol (stability table, site),
+# as each task kind declares it.
+STABILITY_METRIC = kinds.stability_metrics()
 
 
 def load_rows(folder: Path, profile: str | None = None) -> list[dict[str, Any]]:
@@ -89,6 +91,15 @@ class Groups:
         return sorted({d for (_, t, q, _), rows in self.groups.items() if t == task and q == protocol
                        for r in rows for d in (r.get("domains") or {})})
 
+    def targets(self, task: str, protocol: str) -> list[str]:
+        """The target tasks any row of (task, protocol) reports, in the order first seen."""
+        seen: dict[str, None] = {}
+        for (_, t, q, _), rows in sorted(self.groups.items()):
+            if t == task and q == protocol:
+                for r in rows:
+                    seen.update(dict.fromkeys(r.get("targets") or {}))
+        return list(seen)
+
     def each(self, metrics: Sequence[str]) -> Iterator[tuple[tuple[str, str, str, int], int, dict[str, Stat | None]]]:
         """Every group, sorted by (method, task, protocol, shots): its key, its number of rows,
         and the :meth:`stat` of each metric (None where no row of the group carries it)."""
@@ -99,6 +110,8 @@ class Groups:
 def _metric(row: dict[str, Any], metric: str) -> float | None:
     if metric.startswith("domain:"):
         value = (row.get("domains") or {}).get(metric.split(":", 1)[1])
+    elif metric.startswith("target:"):
+        value = (row.get("targets") or {}).get(metric.split(":", 1)[1])
     else:
         value = row.get(metric)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -155,37 +168,30 @@ def base_to_novel_table(g: Groups, task: str) -> str:
     return _table(["method", "shots", "base", "novel", "HM", "novel vs zero-shot"], body)
 
 
-def cross_domain_table(g: Groups, task: str) -> str:
-    p = "cross-domain"
-    domains = g.domains(task, p)
+def _source_and_shifts(g: Groups, task: str, p: str, columns: list[str], prefix: str, mean: str,
+                       mean_header: str) -> str:
+    """Per shot count and method: source accuracy, one column per shifted test set
+    (metric ``prefix:column``) and their mean, best mean first."""
     body = []
     for k in g.shots(task, p) or [0]:
-        methods = _by_score(g.methods(task, p), lambda m, k=k: _first(g.stat(m, task, p, k, "shifted_mean")))
+        methods = _by_score(g.methods(task, p), lambda m, k=k: _first(g.stat(m, task, p, k, mean)))
         for m in methods:
             star = g.zero_shot_only(m, task, p)
             body.append([m, str(k), pct(g.stat(m, task, p, k, "accuracy"), star=star),
-                         *(pct(g.stat(m, task, p, k, f"domain:{d}"), star=star) for d in domains),
-                         pct(g.stat(m, task, p, k, "shifted_mean"), star=star)])
-    return _table(["method", "shots", "source", *domains, "shifted mean"], body)
+                         *(pct(g.stat(m, task, p, k, f"{prefix}:{c}"), star=star) for c in columns),
+                         pct(g.stat(m, task, p, k, mean), star=star)])
+    return _table(["method", "shots", "source", *columns, mean_header], body)
 
 
-def retrieval_table(g: Groups, task: str) -> str:
-    p = "retrieval"
-    keys = ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")
-    methods = _by_score(g.methods(task, p), lambda m: _first(g.stat(m, task, p, 0, "r1")))
-    body = [[m, *(pct(g.stat(m, task, p, 0, key)) for key in keys)] for m in methods]
-    return _table(["method", "image→text R@1", "image→text R@5", "text→image R@1", "text→image R@5"], body)
+def cross_domain_table(g: Groups, task: str) -> str:
+    p = "cross-domain"
+    return _source_and_shifts(g, task, p, g.domains(task, p), "domain", "shifted_mean", "shifted mean")
 
 
-def grounding_table(g: Groups, task: str) -> str:
-    p = "grounding"
-    methods = _by_score(g.methods(task, p), lambda m: _first(g.stat(m, task, p, 0, "accuracy")))
-    body = []
-    for m in methods:
-        rows = g.rows(m, task, p, 0)
-        variant = str(rows[0].get("variant") or "") if rows else ""
-        body.append([m, variant or "–", pct(g.stat(m, task, p, 0, "accuracy")), pct(g.stat(m, task, p, 0, "chance"))])
-    return _table(["method", "variant", "accuracy", "chance"], body)
+def transfer_table(g: Groups, task: str, protocol: str) -> str:
+    """Source accuracy, each target task's accuracy and their mean (cross-dataset,
+    domain generalisation)."""
+    return _source_and_shifts(g, task, protocol, g.targets(task, protocol), "target", "target_mean", "target mean")
 
 
 def cost_table(g: Groups) -> str:
@@ -230,30 +236,12 @@ def stability_table(g: Groups) -> str:
     return _table(["method", "settings", "mean std (points)", "max std (points)"], body)
 
 
-Column = tuple[str, str, str, int, str]  # header, task, protocol, shots, metric
-
-
-def headline_columns(g: Groups) -> list[Column]:
-    """The headline number of each protocol and task measured: few-shot accuracy, base/novel/HM
-    and cross-domain source/shifted at the largest shot count, retrieval R@1, grounding accuracy.
-    The site's method x protocol summary shows the same columns."""
-    columns: list[Column] = []
-    for task in g.tasks("few-shot"):
-        top = (g.shots(task, "few-shot") or [0])[-1]
-        columns.append((f"{task} {top}-shot", task, "few-shot", top, "accuracy"))
-    for task in g.tasks("base-to-novel"):
-        top = (g.shots(task, "base-to-novel") or [0])[-1]
-        columns += [(f"{task} {label}", task, "base-to-novel", top, metric)
-                    for label, metric in (("base", "base"), ("novel", "novel"), ("HM", "hm"))]
-    for task in g.tasks("cross-domain"):
-        top = (g.shots(task, "cross-domain") or [0])[-1]
-        columns += [(f"{task} source", task, "cross-domain", top, "accuracy"),
-                    (f"{task} shifted", task, "cross-domain", top, "shifted_mean")]
-    for task in g.tasks("retrieval"):
-        columns.append((f"{task} R@1 (both ways)", task, "retrieval", 0, "r1"))
-    for task in g.tasks("grounding"):
-        columns.append((f"{task} grounding", task, "grounding", 0, "accuracy"))
-    return columns
+def headline_columns(g: Groups) -> list[kinds.Column]:
+    """The headline number of each protocol and task measured, as each task kind declares it
+    (few-shot accuracy, base/novel/HM and cross-domain source/shifted at the largest shot
+    count, retrieval R@1, grounding accuracy). The site's method x protocol summary shows the
+    same columns."""
+    return [c for kind in kinds.all_kinds() for c in kind.headline_columns(g)]
 
 
 def headline_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -267,8 +255,8 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
     cost_task = (g.tasks("few-shot") or [None])[0]
     body = []
     for m in methods:
-        cells = [pct(g.stat(m, task, protocol, shots, metric), star=g.zero_shot_only(m, task, protocol))
-                 for _, task, protocol, shots, metric in columns]
+        cells = [pct(g.stat(m, c.task, c.protocol, c.shots, c.metric), star=g.zero_shot_only(m, c.task, c.protocol))
+                 for c in columns]
         params = "–"
         if cost_task is not None:
             top = (g.shots(cost_task, "few-shot") or [0])[-1]
@@ -276,7 +264,7 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
             if members:
                 params = f"{int(members[0].get('trainable_params') or 0):,}"
         body.append([m, *cells, params])
-    return _table(["method", *(c[0] for c in columns), "trainable params"], body)
+    return _table(["method", *(c.header for c in columns), "trainable params"], body)
 
 
 def backbones(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -353,19 +341,8 @@ def digits_table(rows: Sequence[dict[str, Any]], seeds: Sequence[int] = (1, 2, 3
 def _report_one(rows: Sequence[dict[str, Any]]) -> str:
     g = Groups(rows)
     out = ["## Headline\n\n", headline_section(rows), "\n"]
-    for task in g.tasks("few-shot"):
-        out += [f"## Few-shot accuracy: {task}\n\n", few_shot_table(g, task), "\n"]
-    for task in g.tasks("base-to-novel"):
-        out += [f"## Base-to-novel: {task}\n\n",
-                "HM = harmonic mean of the mean base and mean novel accuracies; ± = std of per-seed HMs.\n\n",
-                base_to_novel_table(g, task), "\n"]
-    for task in g.tasks("cross-domain"):
-        out += [f"## Cross-domain: {task}\n\n", "Trained on the source domain, tested on each shifted one.\n\n",
-                cross_domain_table(g, task), "\n"]
-    for task in g.tasks("retrieval"):
-        out += [f"## Retrieval: {task}\n\n", retrieval_table(g, task), "\n"]
-    for task in g.tasks("grounding"):
-        out += [f"## Grounding: {task}\n\n", grounding_table(g, task), "\n"]
+    for kind in kinds.all_kinds():
+        out += kind.report_sections(g)
     stability = stability_table(g)
     if stability:
         out += ["## Stability over seeds\n\n",

@@ -15,6 +15,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     from vlmeft.backbone.synthclip.recipe import Recipe  # torch-free: building the parser stays fast
+    from vlmeft.cli.runtime_args import add_device_args
 
     d = Recipe()
     pt = bsub.add_parser("pretrain", help="contrastive pretraining on the procedural world (resumable)")
@@ -31,6 +32,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                     help="continue from OUT/checkpoint.pt when present (default: yes)")
     pt.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulates an interruption
     pt.add_argument("--no-progress", action="store_true")
+    add_device_args(pt, default="cpu")  # the shipped weights were trained on the CPU
     pt.set_defaults(func=_pretrain)
 
     ev = bsub.add_parser("evaluate", help="zero-shot and linear-probe quality of the backbone on the named tasks")
@@ -40,6 +42,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     ev.add_argument("--json", action="store_true", help="print the results as JSON")
     ev.add_argument("--record", action="store_true",
                     help="also store the results under 'eval' in the weights folder's weights.json")
+    add_device_args(ev, default="cpu")
     ev.set_defaults(func=_evaluate)
 
     ins = bsub.add_parser("install", help="copy a pretraining run's exported weights into the package")
@@ -68,8 +71,10 @@ def _pretrain(args) -> int:  # noqa: ANN001
         raise VlmeftError(f"must be >= 0, got {args.warmup}", where="--warmup")
     recipe = Recipe(steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr, warmup=args.warmup,
                     pool_size=args.pool_size, threads=args.threads, checkpoint_every=args.checkpoint_every)
+    from vlmeft.cli.runtime_args import device
+
     result = pretrain(recipe, args.out, resume=args.resume, stop_after=args.stop_after,
-                      progress=not args.no_progress, log=lambda m: print(m, flush=True))
+                      progress=not args.no_progress, log=lambda m: print(m, flush=True), device=device(args))
     if result["exported"]:
         print(f"wrote {args.out / result['file']} ({result['bytes']} bytes, sha256 {result['sha256']})")
     else:
@@ -81,7 +86,9 @@ def _evaluate(args) -> int:  # noqa: ANN001
     from vlmeft.backbone.synthclip.evaluate import evaluate_backbone, format_report
 
     names = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    results = evaluate_backbone(args.weights, names)
+    from vlmeft.cli.runtime_args import device
+
+    results = evaluate_backbone(args.weights, names, device=device(args))
     print(json.dumps(results, indent=2) if args.json else format_report(results))
     if args.record:
         from vlmeft.backbone.synthclip.weights import record_eval

@@ -145,12 +145,7 @@ def logits(ctx: CheckContext) -> Result:
     sub = ctx.subject
     method = _trained(ctx)
     out = sub.outputs(method)
-    if sub.grounding:
-        want = (sum(len(b) for b in sub.data.boxes),)
-        what = "box scores"
-    else:
-        want = (BATCH, len(BASE_CLASSES))
-        what = "logits"
+    want, what = sub.kind.probe_output_shape(sub)  # the task kind declares its logits shape
     if tuple(out.shape) != want:
         return "fail", f"{what} shaped {tuple(out.shape)}, expected {want}"
     if not bool(torch.isfinite(out).all()):

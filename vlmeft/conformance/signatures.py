@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlmeft.conformance.subject import (
-    EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, differs, own_trainable, record_encoders,
+    EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, own_trainable, record_encoders,
 )
 from vlmeft.kb.schema import Signature
 from vlmeft.method import Method
@@ -356,8 +356,9 @@ def _observe_grounding(subject: Subject) -> dict[str, Observed | Exception]:
 
 
 def observe(subject: Subject) -> dict[str, Observed | Exception]:
-    """Every signature key's observation for ``subject``."""
-    return _observe_grounding(subject) if subject.grounding else _observe_classification(subject)
+    """Every signature key's observation for ``subject``, by its task kind's observers
+    (:mod:`vlmeft.kinds`: ``_observe_classification``, ``_observe_grounding``, ...)."""
+    return subject.kind.observe(subject)
 
 
 def expected_value(key: str, signature: Signature, method_cls: type[Method]) -> tuple[Any, str]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vlmeft import registry
+from vlmeft import kinds, registry
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.method import Method, MethodConfig
 
@@ -39,10 +39,6 @@ def differs(a: Tensor, b: Tensor, tol: float = TOL) -> bool:
 def own_trainable(method: Method) -> list[tuple[str, torch.nn.Parameter]]:
     """``(name, parameter)`` of the method's own trainable tensors (its module tree)."""
     return [(n, p) for n, p in method.named_parameters() if p.requires_grad]
-
-
-def is_grounding(cls: type[Method]) -> bool:
-    return "classification" not in cls.tasks and "grounding" in cls.tasks
 
 
 @dataclass
@@ -95,6 +91,7 @@ class Subject:
                  overrides: Mapping[str, str] | None = None, *, variant: str = "") -> None:
         self.method_id = method_id
         self.cls: type[Method] = registry.get(method_id)
+        self.kind = kinds.of_method(self.cls)  # declares the outputs, their shape and the observers
         self.backbone = backbone
         self.data = data
         self.overrides = dict(overrides or {})
@@ -115,7 +112,8 @@ class Subject:
 
     @property
     def grounding(self) -> bool:
-        return is_grounding(self.cls)
+        """The method outputs no class logits (it reads no class names): probed through ``ground``."""
+        return not self.kind.classifier
 
     def build(self, seed: int = 0, classnames: Sequence[str] = BASE_CLASSES, *, fit: bool = True,
               backbone: Backbone | None = None) -> Method:
@@ -146,20 +144,9 @@ class Subject:
 
     def outputs(self, method: Method, *, batch: int | None = None, raw: np.ndarray | None = None,
                 expressions: Sequence[str] = EXPRESSIONS) -> Tensor:
-        """What the method predicts, as one tensor: logits ``[B, C]`` for classifiers,
-        concatenated box scores for grounding methods; ``batch`` splits the inputs."""
-        with torch.no_grad():
-            if self.grounding:
-                raw = self.data.raw if raw is None else raw
-                step = batch or len(raw)
-                scores: list[Tensor] = []
-                for i in range(0, len(raw), step):
-                    scores += method.ground(raw[i : i + step], self.data.boxes[i : i + step], list(expressions[i : i + step]))
-                return torch.cat([s.reshape(-1) for s in scores])
-            images = self.data.images.to(self.backbone.device)
-            method.start_test_stream()  # one pass over the probe images, as the engine's predict
-            step = batch or len(images)
-            return torch.cat([method(images[i : i + step]) for i in range(0, len(images), step)])
+        """What the method predicts, as one tensor, as its task kind says (logits ``[B, C]``
+        for classifiers, concatenated box scores for grounding methods); ``batch`` splits the inputs."""
+        return self.kind.probe_outputs(self, method, batch=batch, raw=raw, expressions=expressions)
 
     def train_steps(self, method: Method, steps: int = 3, lr: float = 0.05) -> int:
         """A few plain SGD steps on the probe batch (a minimal local loop: the checks need

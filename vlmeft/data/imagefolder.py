@@ -2,7 +2,9 @@
 
 1. CoOp-style split file: ``PATH/split_zhou_<Name>.json`` with ``"train"``, ``"val"``
    and ``"test"`` lists of ``[relative_impath, label, classname]``. Paths are relative
-   to ``PATH`` or, as in CoOp's datasets, to ``PATH/images``.
+   to ``PATH``, to ``PATH/images`` or, for CoOp's own split files, to that dataset's image
+   folder (``101_ObjectCategories``, ``2750``, ...; see :mod:`vlmeft.data.coop`, whose
+   ``coop:<dataset>`` tasks also give the papers' class names and templates).
 2. Split folders: ``PATH/train/<class>/*``, ``PATH/test/<class>/*`` and optionally
    ``PATH/val/<class>/*`` (without val, 20% of train per class becomes val).
 3. One folder per class: ``PATH/<class>/*``, split per class 50% train, 20% val, 30%
@@ -37,7 +39,7 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _fingerprint(paths: list[Path]) -> str:
+def fingerprint(paths: list[Path]) -> str:
     """Changes when any listed file is added, removed, resized or touched (cache keys)."""
     digest = hashlib.sha256()
     for p in paths:
@@ -51,7 +53,7 @@ def _fingerprint(paths: list[Path]) -> str:
 
 def _split(root: Path, name: str, paths: list[Path], labels: list[int]) -> Split:
     return Split(images=list(paths), labels=np.asarray(labels, dtype=np.int64),
-                 key=f"imagefolder:{root}:{name}:{_fingerprint(paths)}")
+                 key=f"imagefolder:{root}:{name}:{fingerprint(paths)}")
 
 
 def _templates(root: Path) -> list[str]:
@@ -101,13 +103,22 @@ def _from_split_file(root: Path, split_file: Path) -> ClassificationTask:
     if sorted(names) != list(range(len(names))):
         raise VlmeftError(f"labels must be 0..{len(names) - 1} without gaps", where=str(split_file))
     first = parsed["train"][0][0]
-    base = root / "images" if not (root / first).exists() and (root / "images" / first).exists() else root
+    bases = [root, root / "images", *_coop_image_dirs(root, split_file.name)]
+    base = next((b for b in bases if (b / first).exists()), root)
     splits = {part: _split(root, part, [base / r for r in rels], labels) for part, (rels, labels) in parsed.items()}
     return ClassificationTask(
         name=f"imagefolder:{root}", classnames=[names[i] for i in range(len(names))], templates=_templates(root),
         train=splits["train"], val=splits["val"], test=splits["test"],
         description=f"images under {root}, split by {split_file.name}",
     )
+
+
+def _coop_image_dirs(root: Path, split_name: str) -> list[Path]:
+    """The folder a CoOp split file's paths are relative to (``101_ObjectCategories``, ``2750``, ...)."""
+    from vlmeft.data.coop import readers
+
+    return [root / r.image_dir for r in readers().values()
+            if getattr(r, "split_file", "") == split_name and getattr(r, "image_dir", "")]
 
 
 def _list_classes(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[list[Path]]]:

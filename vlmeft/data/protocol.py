@@ -24,17 +24,30 @@
   per-dataset HMs); this reproduces MaPLe's 78.55 and CLIP's 71.70.
 - Seeds: mean and standard deviation over seeds (population std, ``ddof=0``, as
   CoOp's ``parse_test_res.py`` computes it).
+
+How this draw differs from Dassl's ``DatasetBase.generate_fewshot_dataset`` (which CoOp,
+CoCoOp and MaPLe use): same counts (``K`` per class, all of a smaller class, no repeats,
+val ``min(K, 4)``), other images. Dassl draws with the *global* ``random`` module seeded
+by the run seed, class by class in order of first appearance, ``random.sample`` per
+class, train first and then val from the same stream; its lists keep the drawn order.
+Here each class draws from a local numpy generator (train and val on separate streams)
+and indices are sorted. A task that must match the official images brings its own
+sampler (``task.sampler``, e.g. the CoOp datasets' Dassl-order draw in
+:mod:`vlmeft.data.coop`); :func:`few_shot_splits` uses it. Base-to-novel then follows
+CoCoOp's order: draw the shots over *all* classes, then keep the base or novel ones
+(``subsample_classes`` runs after ``generate_fewshot_dataset``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from vlmeft.data.types import ClassificationTask, Split
+from vlmeft.data.types import ClassificationTask, FewShotSampler, Split
 from vlmeft.errors import VlmeftError
 
 VAL_SHOTS_CAP = 4
@@ -70,7 +83,12 @@ def sample_few_shot(split: Split, shots: int, seed: int, stream: int = 0) -> Spl
 
 
 def few_shot_splits(task: ClassificationTask, shots: int, seed: int) -> tuple[Split, Split]:
-    """(train, val): ``shots`` per class from train, ``min(shots, 4)`` from val."""
+    """(train, val): ``shots`` per class from train, ``min(shots, 4)`` from val (the
+    task's own sampler's draw, if it has one)."""
+    if task.sampler is not None:
+        if shots <= 0:
+            raise VlmeftError(f"shots must be positive, got {shots}", where="--shots")
+        return task.sampler.draw(shots, seed)
     train = sample_few_shot(task.train, shots, seed, stream=0)
     val = sample_few_shot(task.val, min(shots, VAL_SHOTS_CAP), seed, stream=1)
     return train, val
@@ -107,9 +125,50 @@ def base_novel(task: ClassificationTask) -> tuple[ClassificationTask, Classifica
             val=_restrict(task.val, keep, tag),
             test=_restrict(task.test, keep, tag),
             shifted={k: _restrict(v, keep, tag) for k, v in task.shifted.items()},
+            sampler=None if task.sampler is None else RestrictedSampler(task.sampler, tuple(keep), tag),
         )
 
     return part(base, "base"), part(novel, "novel")
+
+
+@dataclass(frozen=True)
+class RestrictedSampler:
+    """A task sampler's draw over all classes, then only the ``keep`` labels, relabelled
+    ``0..m-1`` (CoCoOp samples the shots before subsampling the classes)."""
+
+    inner: FewShotSampler
+    keep: tuple[int, ...]
+    tag: str
+
+    def draw(self, shots: int, seed: int) -> tuple[Split, Split]:
+        train, val = self.inner.draw(shots, seed)
+        return _restrict(train, list(self.keep), self.tag), _restrict(val, list(self.keep), self.tag)
+
+    def without(self, paths: set[str]) -> RestrictedSampler:
+        return RestrictedSampler(self.inner.without(paths), self.keep, self.tag)
+
+
+def without_images(task: ClassificationTask, paths: set[str]) -> tuple[ClassificationTask, set[str]]:
+    """``task`` without the image files ``paths`` (every split and its sampler), and which of
+    them it held. Splits of in-memory images are returned unchanged."""
+    dropped: set[str] = set()
+    tag = "without-" + hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()[:8]
+
+    def drop(split: Split) -> Split:
+        if isinstance(split.images, np.ndarray):
+            return split
+        keep = [i for i, p in enumerate(split.images) if str(p) not in paths]
+        if len(keep) == len(split.images):
+            return split
+        dropped.update(str(split.images[i]) for i in set(range(len(split.images))) - set(keep))
+        return subset(split, keep, tag)
+
+    if not isinstance(task, ClassificationTask):
+        return task, dropped
+    out = replace(task, train=drop(task.train), val=drop(task.val), test=drop(task.test),
+                  shifted={k: drop(v) for k, v in task.shifted.items()},
+                  sampler=None if task.sampler is None else task.sampler.without(paths))
+    return out, dropped
 
 
 def harmonic_mean(base: float, novel: float) -> float:

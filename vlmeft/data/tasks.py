@@ -204,14 +204,38 @@ def task_names() -> list[str]:
     return list(_BUILDERS)
 
 
+# How messages name a task of each data form (see task_kind).
+DATA_NOUNS = {"classification": "classification task", "scenes": "scene task"}
+
+
 def task_kind(name: str) -> str:
     """'classification' or 'scenes' (retrieval and grounding), known without building the task."""
     return "scenes" if name in _SCENE_BUILDERS else "classification"
 
 
-@lru_cache(maxsize=16)
+def is_task_name(name: str) -> bool:
+    """A known task name: an embedded task, ``imagefolder:PATH`` or ``coop:DATASET``."""
+    if name in _BUILDERS or (name.startswith("imagefolder:") and name.split(":", 1)[1].strip()):
+        return True
+    if name.startswith("coop:"):
+        from vlmeft.data import coop
+
+        return name.split(":", 1)[1] in coop.dataset_ids()
+    return False
+
+
 def get_task(name: str, seed: int = 0) -> ClassificationTask | SceneTask:
-    """A named embedded task. Cached: treat the returned arrays as read-only."""
+    """A named task. Cached: treat the returned arrays as read-only. ``coop:DATASET``
+    reads the dataset under the data root (``VLMEFT_DATA``; :mod:`vlmeft.data.coop`)."""
+    if name.startswith("coop:"):
+        from vlmeft.data import coop
+
+        return coop.load_task(name)
+    return _get_task(name, seed)
+
+
+@lru_cache(maxsize=16)
+def _get_task(name: str, seed: int = 0) -> ClassificationTask | SceneTask:
     if name.startswith("imagefolder:"):  # user images on disk (vlmeft.data.imagefolder)
         from vlmeft.data.imagefolder import load_imagefolder_task
 
@@ -221,6 +245,9 @@ def get_task(name: str, seed: int = 0) -> ClassificationTask | SceneTask:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise VlmeftError(f"seed must be a non-negative integer, got {seed!r}", where="--seed")
     return _BUILDERS[name](seed)
+
+
+get_task.__wrapped__ = _get_task.__wrapped__  # the uncached builder, as on an lru_cache'd function
 
 
 # ---------------------------------------------------------------- metrics

@@ -59,18 +59,17 @@ def protocol_pivot(ctx: Context, src: str, g: report.Groups) -> str:
     else the protocol's first column (retrieval R@1, grounding accuracy)."""
     columns = []
     for column in report.headline_columns(g):
-        _, task, protocol, _, metric = column
-        same = [i for i, c in enumerate(columns) if c[1:3] == (task, protocol)]
+        same = [i for i, c in enumerate(columns) if (c.task, c.protocol) == (column.task, column.protocol)]
         if not same:
             columns.append(column)
-        elif metric == report.STABILITY_METRIC.get(protocol):
+        elif column.metric == report.STABILITY_METRIC.get(column.protocol):
             columns[same[0]] = column
     body = []
     for m in sorted({k[0] for k in g.groups}):
-        cells = [mean_cell(g.stat(m, task, protocol, shots, metric), star=g.zero_shot_only(m, task, protocol))
-                 for _, task, protocol, shots, metric in columns]
+        cells = [mean_cell(g.stat(m, c.task, c.protocol, c.shots, c.metric), star=g.zero_shot_only(m, c.task, c.protocol))
+                 for c in columns]
         body.append([method_cell(ctx, src, m), *cells])
-    return md.table(["method", *(md.text(c[0]) for c in columns)], body)
+    return md.table(["method", *(md.text(c.header) for c in columns)], body)
 
 
 @dataclass(frozen=True)

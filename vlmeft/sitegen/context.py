@@ -59,6 +59,7 @@ class Context:
     nodes: dict[str, Node] = field(default_factory=dict)
     schema: dict[str, Any] | None = None
     robustness: dict[str, Any] | None = None  # results/robustness.json (None: not measured)
+    suite_rows: list[dict[str, Any]] = field(default_factory=list)  # results/coop/*.json (the CoOp suite)
 
     def __post_init__(self) -> None:
         if not self.nodes:

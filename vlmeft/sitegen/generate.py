@@ -31,6 +31,7 @@ from vlmeft.sitegen.reference_pages import (
 )
 from vlmeft.sitegen.result_pages import benchmark_page, conformance_page, robustness_page
 from vlmeft.sitegen.results import load_bench, load_conformance, load_robustness
+from vlmeft.sitegen.suite_pages import DATASETS_PAGE, SUITE_PAGE, load_suite_rows, suite_page
 from vlmeft.sitegen.taxonomy_pages import node_page, overview_page
 from vlmeft.sitegen.topic_pages import topic_page, topic_path
 
@@ -40,6 +41,7 @@ CONTRIBUTING = "contributing.md"
 ROBUSTNESS = "robustness.md"
 BACKBONE = "backbone.md"  # the embedded default and its quality bar
 PERFORMANCE = "performance.md"  # real-scale training and inference cost
+CLUSTER = "cluster.md"  # running the benchmark on a Ray cluster
 
 
 @dataclass
@@ -60,7 +62,8 @@ def make_context(kb: Any, *, cite: Any = None, results_dir: Path | None = None,
 
         schema = json_schema("method")
     return Context(kb=kb, cite=cite, conformance=load_conformance(results_dir), bench=load_bench(results_dir),
-                   methods_root=methods_root, schema=schema, robustness=load_robustness(results_dir))
+                   methods_root=methods_root, schema=schema, robustness=load_robustness(results_dir),
+                   suite_rows=load_suite_rows(results_dir))
 
 
 def _node_nav(ctx: Context, node_id: str) -> Any:
@@ -106,6 +109,8 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     page, images = benchmark_page(ctx)
     f[PATHS["benchmark"]] = page
     f.update(images)
+    if ctx.suite_rows:
+        f[SUITE_PAGE] = suite_page(ctx.kb, ctx.suite_rows)
     f[PATHS["schema"]] = schema_page(ctx)
     f[PATHS["tags"]] = tags_page()
     f[PATHS["robustness"]] = robustness_page(ctx)
@@ -132,8 +137,10 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     nav.append({"Bibliography": PATHS["bibliography"]})
     if BACKBONE in hand_written:
         nav.append({"Embedded default": BACKBONE})
-    performance = [PERFORMANCE] if PERFORMANCE in hand_written else []
-    nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"], *performance]})
+    suite = [p for p in (DATASETS_PAGE if DATASETS_PAGE in hand_written else None,
+                         SUITE_PAGE if SUITE_PAGE in f else None) if p]
+    extra = [page for page in (PERFORMANCE, CLUSTER) if page in hand_written]
+    nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"], *suite, *extra]})
     nav.extend(lb_nav)
     nav.extend(kb_nav)
     nav.extend(topic_nav)
