@@ -34,7 +34,9 @@ evaluation (the engine's ``predict``, the conformance harness) calls
 one at a time **in the split's order**, however the evaluation batches them, so the
 result does not depend on the batch size. The release shuffles the test set (seed 1);
 the embedded tasks store their test images in a seeded random order, so their split
-order already is a shuffled stream. A label-set switch also starts a new stream.
+order already is a shuffled stream. A split stored class by class (an image folder in
+file order) is a stream of one class after another, and TDA adapts to exactly that. A
+label-set switch also starts a new stream.
 
 TDA uses no training images and no validation search: the benchmark runs it in the
 "uses no training data" cells (shots 0). Its hyperparameters are the release's; the
