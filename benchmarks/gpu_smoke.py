@@ -101,6 +101,7 @@ def outputs(method: Any, images: Any, precision: str) -> Any:
     from vlmeft.engine.device import autocast
 
     method.eval()
+    method.start_test_stream()  # each precision's pass is a pass of its own (TDA adapts on it)
     with torch.no_grad(), autocast(images.device, precision):
         if _grounds(method):
             out = torch.cat(method.ground(*_grounding_inputs(images)))

@@ -87,7 +87,7 @@ class MethodConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 2e-3
-    optimizer: typing.Literal["sgd", "adamw"] = "sgd"
+    optimizer: typing.Literal["sgd", "adamw", "adam"] = "sgd"  # adam: Dassl's (L2 weight decay)
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: int = 1  # constant warm-up at warmup_lr, as in CoOp's recipe
@@ -339,6 +339,13 @@ class Method(nn.Module):
     def fit_cache(self, features: Tensor, labels: Tensor) -> None:
         """Called once before training with frozen features of the few-shot train set
         (cache-based methods build their key-value memory here)."""
+
+    def start_test_stream(self) -> None:
+        """Called by every evaluation before the first sample of a pass over a split (the
+        engine's ``predict``, the conformance harness): a test-time method that learns
+        from the stream it is shown (TDA's caches) forgets the previous pass here, and
+        then consumes samples in the order given, however they are batched. A no-op for
+        every method whose outputs do not depend on earlier samples."""
 
     def select_on_val(self, features: Tensor, labels: Tensor) -> dict[str, float]:
         """Choose hyperparameters on frozen val features only; returns what was chosen."""

@@ -107,12 +107,43 @@ def _grad_wrt_text_prompts(method: Method, image_features: Callable[[], Tensor])
     return Observed("nonzero" if norm > 0 else "zero", f"|d image feature / d text prompts|_1 = {_fmt(norm)}")
 
 
-def _crossmodal(tdi: Observed | Exception, idt: Observed | Exception, shared: set[str]) -> Observed:
+def _support_dependence(subject: Subject, m: Method, query: Tensor) -> str | None:
+    """How the text features depend on the *support set* (the training images' frozen
+    features handed to ``fit_cache``), or None when they do not.
+
+    A second instance is fitted on other support features (seeded random unit vectors:
+    the probe images are noise, whose encoded features are too alike to tell a weak
+    dependence from none), and every trainable tensor of the probed instance is copied
+    into it, so a dependence that
+    only comes from initialising trained tensors from the support set (a linear probe
+    started at class means) is not counted: what remains is image information that
+    enters the text side at every forward pass (Meta-Adapter's cross-attention,
+    GraphAdapter's visual sub-graph)."""
+    bb, d = subject.backbone, subject.data
+    other = subject.build(fit=False)
+    g = torch.Generator().manual_seed(11)
+    feats = F.normalize(torch.randn(len(d.cache_labels), bb.embed_dim, generator=g), dim=-1).to(bb.device, bb.dtype)
+    with torch.no_grad():
+        other.fit_cache(feats, d.cache_labels.to(bb.device))
+        own = dict(m.named_parameters())
+        for name, p in other.named_parameters():
+            if name in own and own[name].shape == p.shape:
+                p.copy_(own[name])
+        diff = _max_diff(m.text_features(query), other.text_features(query))
+    if diff <= TOL:
+        return None
+    return f"text features depend on the support images (max change {_fmt(diff)}, trainable tensors held equal)"
+
+
+def _crossmodal(tdi: Observed | Exception, idt: Observed | Exception, shared: set[str],
+                support: str | None = None) -> Observed:
     found = []
     if isinstance(tdi, Observed) and tdi.value is True:
         found.append("text features depend on the image")
     if isinstance(idt, Observed) and idt.value is True:
         found.append("image features depend on the class texts")
+    if support:
+        found.append(support)
     if shared:
         found.append(f"parameters act in both towers: {', '.join(sorted(shared)[:4])}")
     if found:
@@ -207,7 +238,7 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
             img_side = _nonzero_grad_params(m, m.image_features(imgs), seed=3)
             txt_side = _nonzero_grad_params(m, m.text_features(frozen.detach()), seed=4)
         return _crossmodal(p.out.get("text_depends_on_image", Exception()), p.out.get("image_depends_on_text", Exception()),
-                           img_side & txt_side)
+                           img_side & txt_side, _support_dependence(subject, m, frozen.detach()))
 
     p.run("crossmodal_dependence", crossmodal)
     return p.out

@@ -1,7 +1,8 @@
 """A plain training loop and evaluation: what CoOp's Dassl trainer does, in one page.
 
-- Optimiser: SGD with momentum or AdamW (``eps`` from the config's ``adam_eps`` when a
-  method declares one, else 1e-8) over ``method.trainable_parameters()`` only (the
+- Optimiser: SGD with momentum, AdamW, or Adam with the weight decay as an L2 term
+  (Dassl's "adam"); ``eps`` from the config's ``adam_eps`` when a method declares one,
+  else 1e-8, over ``method.trainable_parameters()`` only (the
   backbone sits outside the method's module tree, so it cannot be optimised).
 - Opt-in (``MethodConfig.lr_logit_scale = S > 0``): with SGD the learning rates are
   multiplied by ``S / backbone.logit_scale()``, because the cross-entropy gradient is
@@ -87,10 +88,12 @@ def lr_factor(method: Method) -> float:
 def _optimizer(params: list[torch.nn.Parameter], config) -> torch.optim.Optimizer:  # noqa: ANN001
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    eps = float(getattr(config, "adam_eps", 1e-8))
     if config.optimizer == "adamw":
-        eps = float(getattr(config, "adam_eps", 1e-8))
         return torch.optim.AdamW(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
-    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)", where="--set optimizer")
+    if config.optimizer == "adam":  # Dassl's "adam": weight decay as an L2 term in the gradient
+        return torch.optim.Adam(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
+    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd, adamw or adam)", where="--set optimizer")
 
 
 def _precision(method: Method) -> str:
@@ -265,12 +268,14 @@ def predict(method: Method, split: Split, *, batch_size: int = 256, cache: Featu
 
     Frozen-image-path methods read cached frozen features; others encode images in
     fixed-size chunks. Either way the result does not depend on ``batch_size``, which
-    only bounds memory in the head."""
+    only bounds memory in the head. Each call is one pass over the split in its stored
+    order (``Method.start_test_stream``), which is what a test-time method adapts on."""
     if batch_size <= 0:
         raise VlmeftError(f"batch size must be positive, got {batch_size}", where="--batch-size")
     precision = _precision(method)
     was_training = method.training
     method.eval()
+    method.start_test_stream()  # a new pass over a split: test-time state starts empty
     try:
         if method.frozen_image_path:  # cached features are fp32 whatever the precision: computed outside autocast
             feats = (cache or default_cache()).features(method.backbone, split, workers=workers)

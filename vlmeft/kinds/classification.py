@@ -175,6 +175,7 @@ class Classification(TaskKind):
 
         with torch.no_grad():
             images = subject.data.images.to(subject.backbone.device)
+            method.start_test_stream()  # one pass over the probe images, as the engine's predict
             step = batch or len(images)
             return torch.cat([method(images[i : i + step]) for i in range(0, len(images), step)])
 
