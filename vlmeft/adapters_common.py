@@ -13,13 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vlmeft.backbone.wrapper import Backbone
+from vlmeft.backbone.wrapper import Backbone, class_prompt
 
 
 class ReencodedTextMixin:
     """Mixin for a :class:`vlmeft.method.Method` that encodes class prompts through an
-    adapted text tower. Uses the first template, as CLIP-LoRA and MMA do (one hand-written
-    prompt per class), so a training step costs one text pass per class, not per template.
+    adapted text tower. Uses one template, the first of ``text_templates()``, as CLIP-LoRA and
+    MMA do (one hand-written prompt per class), so a training step costs one text pass per
+    class, not per template.
     At inference the result is constant and :meth:`Method.class_text_features` caches it.
 
     The host calls :meth:`build_prompt_tokens` from ``build_class_state`` and implements
@@ -27,8 +28,8 @@ class ReencodedTextMixin:
     """
 
     def build_prompt_tokens(self) -> None:
-        template = self.templates[0] if self.templates else "{}"
-        prompts = [template.format(c) for c in self.classnames]
+        template = self.text_templates()[0]
+        prompts = [class_prompt(template, c) for c in self.classnames]
         self.register_buffer("prompt_tokens", self.backbone.tokenize(prompts), persistent=False)
 
     def encode_prompts(self, tokens: Tensor) -> Tensor:  # pragma: no cover - abstract

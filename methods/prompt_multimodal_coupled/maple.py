@@ -57,6 +57,9 @@ class Config(MethodConfig):
     n_ctx: int = 2
     ctx_init: str = "a photo of a"
     depth: int = 9  # layers J carrying coupled prompts (clipped to the shorter tower)
+    # The official code builds the couplings of layers 1..J-1 as deep copies of one Linear
+    # (identical at init; layer 0's is drawn on its own). False: every coupling drawn on its own.
+    shared_coupling_init: bool = False
 
 
 class MaPLe(Method):
@@ -82,6 +85,9 @@ class MaPLe(Method):
         self.couplings = nn.ModuleList(
             nn.Linear(backbone.text_width, backbone.vision_width) for _ in range(self.depth)
         ).to(backbone.device)
+        if cfg.shared_coupling_init:
+            for layer in self.couplings[2:]:
+                layer.load_state_dict(self.couplings[1].state_dict())
         self.build_class_state()
 
     def build_class_state(self) -> None:

@@ -93,13 +93,19 @@ class CoCoOp(CoOp):
         ).to(backbone.device)
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:
-        """``[B, C, E]`` for the images' own prompts, in one text-encoder pass over ``B*C``
-        sequences. Without image features: ``[C, E]`` for the unshifted context."""
+        """``[B, C, E]`` for the images' own prompts, batched over ``B*C`` sequences in passes of
+        bounded size. Without image features: ``[C, E]`` for the unshifted context."""
         learner = self.prompt_learner
         if image_features is None:
             return learner.encode(learner())
+        return learner.conditioned(self.meta_net(image_features.to(learner.ctx.dtype)))
+
+    def logits_from_features(self, image_features: Tensor) -> Tensor:
+        """The logits pass by pass: ``[B, C, E]`` text features are never held at once (at
+        1,000 classes and an eval batch of 256 they would be 256,000 vectors)."""
+        learner = self.prompt_learner
         shift = self.meta_net(image_features.to(learner.ctx.dtype))
-        return learner.encode(learner(shift))
+        return self.backbone.logit_scale() * learner.conditioned(shift, image_features)
 
 
 def text_features_looped(method: CoCoOp, image_features: Tensor) -> Tensor:

@@ -46,8 +46,8 @@ class Config(MethodConfig):
     epochs: int = 200
     batch_size: int = 32
     lr: float = 0.002
-    n_ctx: int = 16  # number of learnable context vectors
-    ctx_init: str = ""  # e.g. "a photo of a": initialise the context from these words
+    n_ctx: int = 16  # number of learnable context vectors (with ctx_init: its word count instead)
+    ctx_init: str = ""  # e.g. "a photo of a": initialise the context from these words, one vector each
     csc: bool = False  # class-specific context (one context per class)
 
 
@@ -66,7 +66,8 @@ class CoOp(Method):
         super().__init__(backbone, classnames, templates, config)
         cfg = self.config
         self.prompt_learner = TextPromptLearner(
-            backbone, self.classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init, csc=getattr(cfg, "csc", False)
+            backbone, self.classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init, csc=getattr(cfg, "csc", False),
+            n_ctx_from_init=True,  # CoOp/CoCoOp: with ctx_init, its word count is the context length
         )
         self.build_class_state()
 
