@@ -182,12 +182,14 @@ def test_cocoop_chunked_passes_equal_the_single_pass(tiny_vit, per_pass):
         torch.testing.assert_close(chunked.text_features(feats), whole.text_features(feats), atol=1e-6, rtol=0)
 
 
-def test_cocoop_pass_size_is_bounded(tiny_vit, monkeypatch):
-    """No text-encoder call sees more sequences than the budget allows (B*C = 35 here)."""
-    classes = [f"class {i}" for i in range(7)]
+@pytest.mark.parametrize(("n_images", "n_classes", "per_pass"), [(5, 7, 3), (8, 10, 29), (8, 10, 80)])
+def test_cocoop_pass_size_is_bounded(tiny_vit, monkeypatch, n_images, n_classes, per_pass):
+    """No text-encoder call sees more sequences than the budget allows: classes sliced (7 > 3),
+    whole images (2 of 10 classes fit in 29: never 3), everything in one pass (80)."""
+    classes = [f"class {i}" for i in range(n_classes)]
     m = registry.build("cocoop", tiny_vit, classes, TEMPLATES, seed=3)
     seq_len = m.prompt_learner.tokens.shape[1]
-    m.prompt_learner.tokens_per_pass = 3 * seq_len  # at most 3 sequences a pass
+    m.prompt_learner.tokens_per_pass = per_pass * seq_len
     seen = []
     original = tiny_vit.encode_text
 
@@ -196,7 +198,7 @@ def test_cocoop_pass_size_is_bounded(tiny_vit, monkeypatch):
         return original(tokens, **kw)
 
     monkeypatch.setattr(tiny_vit, "encode_text", spy)
-    feats = tiny_vit.encode_image(_images(tiny_vit, n=5), normalize=True)
+    feats = tiny_vit.encode_image(_images(tiny_vit, n=n_images), normalize=True)
     with torch.no_grad():
         m.eval().logits_from_image_features(feats)
-    assert seen and max(seen) <= 3 and sum(seen) == 5 * len(classes)
+    assert seen and max(seen) <= per_pass and sum(seen) == n_images * n_classes

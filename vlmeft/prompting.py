@@ -131,6 +131,9 @@ class TextPromptLearner(nn.Module):
     suffix: Tensor
     tokens: Tensor
     tokens_per_pass: int = TEXT_TOKENS_PER_PASS  # bound of :meth:`conditioned` (settable per instance)
+    # Drop the padding after EOT (exact on causal towers). False reproduces the reference
+    # codebases' full-context pass (benchmarks time it); call set_classnames after changing it.
+    trim_padding: bool = True
 
     def __init__(
         self,
@@ -197,7 +200,7 @@ class TextPromptLearner(nn.Module):
                         f"the prompt for class {name!r} is longer than the {backbone.context_length}-token text context"
                     )
         tokens = backbone.tokenize(texts)
-        if _eot_pooled_causal(backbone):
+        if self.trim_padding and _eot_pooled_causal(backbone):
             # Under a causal mask the pooled EOT token never sees the padding after it:
             # dropping those positions is exact and cuts the text pass (77 -> ~10 tokens
             # for short prompts on OpenAI-style towers), which CoCoOp pays B times a step.
@@ -280,8 +283,8 @@ class TextPromptLearner(nn.Module):
 
         if batch * n_cls <= per_pass:
             return run(slice(None), slice(None), shift, image_features)
-        if n_cls <= per_pass:  # whole images per pass
-            images = _even_chunks(batch, math.ceil(batch * n_cls / per_pass))
+        if n_cls <= per_pass:  # whole images per pass, at most per_pass // n_cls of them
+            images = _even_chunks(batch, math.ceil(batch / (per_pass // n_cls)))
             classes = [slice(0, n_cls)]
         else:  # one image per pass, its classes sliced
             images = _even_chunks(batch, batch)

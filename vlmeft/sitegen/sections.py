@@ -13,7 +13,8 @@ from vlmeft.sitegen.results import METRICS
 STATUS_LABEL = {"pass": "✅ pass", "fail": "❌ fail", "na": "➖ n/a"}
 
 FIDELITY = {
-    "faithful": "follows the paper's method and defaults",
+    "faithful": "one training step matches the official code on shared random weights (logits, loss and "
+                "every gradient; the module docstring has the commit and the differences)",
     "simplified": "keeps the paper's mechanism but simplifies parts of it (see the module docstring)",
     "category-reference": "no code of its own here: it runs its category's reference implementation",
 }
