@@ -47,10 +47,14 @@ def test_taskres_alpha_zero_and_untrained_are_zero_shot(tiny_vit):
 def test_taskres_base_is_raw_mean_over_templates(tiny_vit):
     """The base is the mean of *un-normalised* prompt features (TaskRes's), which differs
     from zero-shot CLIP's mean of normalised ones when there are several templates."""
-    method = build("taskres", tiny_vit)
+    method = build("taskres", tiny_vit, {"text_template": ""})  # the task's templates, as the embedded recipe
     tokens = tiny_vit.tokenize([t.format(c) for c in CLASSES for t in TEMPLATES])
     raw = tiny_vit.encode_text(tokens).view(len(CLASSES), len(TEMPLATES), -1).mean(1)
     assert torch.allclose(method.base_text, raw, atol=1e-6)
+    paper = build("taskres", tiny_vit)  # the paper recipe: the dataset's single (first) template
+    assert paper.config.text_template == "first"
+    assert torch.allclose(paper.base_text, tiny_vit.encode_text(tiny_vit.tokenize(
+        [TEMPLATES[0].format(c) for c in CLASSES])), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ CLAP

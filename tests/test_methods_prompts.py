@@ -190,7 +190,9 @@ def test_kgcoop_regulariser(tiny_vit):
         m.prompt_learner.ctx.add_(0.3 * torch.randn_like(m.prompt_learner.ctx))
     logits = m.logits_from_image_features(feats)
     text = m.text_features().detach()
-    expected_kg = ((text - tiny_vit.zero_shot_weights(CLASSES, single)) ** 2).sum(-1).mean()
+    # The official form: CE + W * (1 - mean_c cos(w_c, w_c^clip)), W = 8.
+    cos = torch.nn.CosineSimilarity(dim=1, eps=1e-07)(text, tiny_vit.zero_shot_weights(CLASSES, single))
+    expected_kg = 1.0 - cos.mean()
     assert expected_kg > 1e-4
     loss = m.loss(logits, labels)
     torch.testing.assert_close(loss, F.cross_entropy(logits, labels) + 8.0 * expected_kg, atol=1e-5, rtol=1e-5)
@@ -256,7 +258,7 @@ def test_deep_prompt_hook_replaces_the_right_positions():
 # ------------------------------------------------------------------ bad settings
 def test_bad_settings_raise_clear_errors(tiny_vit):
     with pytest.raises(VlmeftError, match="exceeds the 4 tokens of ctx_init"):
-        build("coop", tiny_vit, n_ctx="8", ctx_init="a photo of a")
+        build("maple", tiny_vit, n_ctx="8", ctx_init="a photo of a")
     with pytest.raises(VlmeftError, match="depth must be at least 1"):
         build("maple", tiny_vit, depth="0")
     with pytest.raises(VlmeftError, match="depth_vision must be at least 1"):

@@ -20,13 +20,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from vlmeft.backbone.wrapper import Backbone
+from vlmeft.backbone.wrapper import Backbone, class_prompt
 
 
 class ReencodedTextMixin:
     """Mixin for a :class:`vlmeft.method.Method` that encodes class prompts through an
-    adapted text tower. Uses the first template, as CLIP-LoRA and MMA do (one hand-written
-    prompt per class), so a training step costs one text pass per class, not per template.
+    adapted text tower. Uses one template, the first of ``text_templates()``, as CLIP-LoRA and
+    MMA do (one hand-written prompt per class), so a training step costs one text pass per
+    class, not per template.
     At inference the result is constant and :meth:`Method.class_text_features` caches it.
 
     The host calls :meth:`build_prompt_tokens` from ``build_class_state`` and implements
@@ -34,8 +35,8 @@ class ReencodedTextMixin:
     """
 
     def build_prompt_tokens(self) -> None:
-        template = self.templates[0] if self.templates else "{}"
-        prompts = [template.format(c) for c in self.classnames]
+        template = self.text_templates()[0]
+        prompts = [class_prompt(template, c) for c in self.classnames]
         self.register_buffer("prompt_tokens", self.backbone.tokenize(prompts), persistent=False)
 
     def encode_prompts(self, tokens: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -89,7 +90,7 @@ def raw_text_prototypes(backbone: Backbone, classnames: Sequence[str], templates
     (:meth:`Backbone.zero_shot_weights`) normalises before and after the mean instead.
     """
     templates = list(templates) or ["{}"]
-    prompts = [t.format(c) for c in classnames for t in templates]
+    prompts = [class_prompt(t, c) for c in classnames for t in templates]
     feats = torch.cat([backbone.encode_text(backbone.tokenize(prompts[i : i + chunk]))
                        for i in range(0, len(prompts), chunk)]) if prompts else \
         torch.zeros(0, backbone.embed_dim, device=backbone.device, dtype=backbone.dtype)

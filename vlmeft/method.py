@@ -120,6 +120,13 @@ class MethodConfig:
     # paper's epochs give fewer (40 images at batch 32 = 1 step an epoch), the engine runs
     # more epochs (the cosine schedule stretches over them). 0 = exactly `epochs`.
     min_steps: int = 0
+    # The hand-written templates of the frozen text side (the zero-shot classifier, KgCoOp's
+    # reference features, the one prompt per class of an adapted text tower): "" = the task's
+    # templates (an ensemble; adapted text towers take the first), "first" = the task's first
+    # template only (a dataset's single CoOp template), or a template of its own with one "{}"
+    # (VPT in the MaPLe repository: "a photo of a {}.").
+    text_template: str = ""
+
     # When > 0, training runs exactly steps_per_shot x shots optimiser steps whatever
     # `epochs` says (CLIP-LoRA's "500 x shots iterations"); shots = the largest class.
     steps_per_shot: int = 0
@@ -189,6 +196,12 @@ class MethodConfig:
             raise VlmeftError(f"lr_logit_scale must be non-negative, got {self.lr_logit_scale}", where="--set")
         if not 0.0 < self.crop_scale <= 1.0:
             raise VlmeftError(f"crop_scale must lie in (0, 1], got {self.crop_scale}", where="--set")
+        if self.text_template not in ("", "first") and self.text_template.count("{}") != 1:
+            raise VlmeftError(
+                f"text_template must be '' (the task's templates), 'first' or a template with one '{{}}', "
+                f"got {self.text_template!r}",
+                where="--set",
+            )
 
 
 def _autocast_state(device: torch.device) -> torch.dtype | None:
@@ -273,12 +286,22 @@ class Method(nn.Module):
     def device(self) -> torch.device:
         return self.backbone.device
 
+    def text_templates(self) -> list[str]:
+        """The hand-written templates in force (``config.text_template``; see MethodConfig)."""
+        choice = self.config.text_template
+        if choice == "first":
+            return self.templates[:1] or ["{}"]
+        if choice:
+            return [choice]
+        return list(self.templates) or ["{}"]
+
     def zero_shot_weights(self) -> Tensor:
-        """The frozen hand-crafted classifier for the current label set ``[C, E]``, always
-        computed in fp32 (the backbone caches it; an autocast region must not leave a
-        half-precision copy there for later fp32 use)."""
+        """The frozen hand-crafted classifier for the current label set ``[C, E]``, from the
+        templates in force (:meth:`text_templates`), always computed in fp32 (the backbone
+        caches it; an autocast region must not leave a half-precision copy there for later
+        fp32 use)."""
         with torch.autocast(self.device.type, enabled=False):
-            return self.backbone.zero_shot_weights(self.classnames, self.templates)
+            return self.backbone.zero_shot_weights(self.classnames, self.text_templates())
 
     # ---------------------------------------------------------------- towers
     def frozen_image_features(self, images: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ Two pieces, used by every prompt method so that none of them re-implements the o
   non-persistent buffers rebuilt from class names, so trained contexts move between label
   sets (base -> novel) with no checkpoint surgery. On causal EOT-pooled text towers the
   padding after the longest prompt's EOT is dropped (exact, and several times cheaper). An optional per-image shift ``[B, Dt]``
-  (CoCoOp's Meta-Net output) gives ``[B, C, L, Dt]`` prompts, encoded in one batched pass.
+  (CoCoOp's Meta-Net output) gives ``[B, C, L, Dt]`` prompts, encoded batched in passes of
+  bounded size (:meth:`TextPromptLearner.conditioned`), in training and evaluation alike.
 * :func:`deep_prompt_hook` turns a list of per-layer prompts into a ``layer_hook`` for the
   backbone: before block ``i`` (``1 <= i < depth``) it *replaces* the tokens that carry the
   previous layer's prompts, positions ``1..n`` right after SOS on the text side, the last
@@ -22,16 +23,21 @@ Depths are read against the backbone's layer counts with :func:`resolve_depth`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from vlmeft.backbone.wrapper import Backbone
+from vlmeft.backbone.wrapper import Backbone, clean_classname
 from vlmeft.errors import VlmeftError
 
 PROMPT_INIT_STD = 0.02  # CoOp, VPT (MaPLe repo), IVLP and MaPLe all draw prompts from N(0, 0.02^2)
+# An image-conditioned pass of B*C prompts holds at most this many tokens, which bounds its
+# activations (ViT-B/16's text tower: about 0.5 GB in fp32) whatever B and C are.
+TEXT_TOKENS_PER_PASS = 32_768
 
 
 def resolve_depth(depth: int, layers: int, *, field: str, tower: str) -> int:
@@ -109,13 +115,25 @@ class TextPromptLearner(nn.Module):
     ``[C, n_ctx, Dt]`` (``csc``: class-specific). With ``ctx_init`` (e.g. "a photo of a") the
     prompt text is ``"{ctx_init} {class}."`` and the first ``n_ctx`` tokens of ``ctx_init``
     become the learnable context, initialised from their own embeddings; any remaining
-    init words stay frozen in the suffix (MaPLe's 2 learnable tokens out of "a photo of a").
+    init tokens stay frozen in the suffix (MaPLe's 2 learnable tokens out of "a photo of a").
     Without it, the prompt text is ``"X X .. X {class}."`` and ``ctx`` is drawn from N(0, 0.02^2).
+
+    How long the context is with ``ctx_init`` set follows the official prompt learners:
+    ``n_ctx_from_init=True`` is CoOp's and CoCoOp's rule, the init text's *word count* sets
+    ``n_ctx`` (the ``n_ctx`` argument is ignored: "a photo of a" gives 4 vectors whatever it
+    says); ``False`` is the MaPLe repository's (IVLP, MaPLe), ``n_ctx`` stays as given and takes
+    the first ``n_ctx`` tokens of the init (more than the init has is an error here; the official
+    code silently falls back to random context above 4).
+    Class names are cleaned by :func:`~vlmeft.backbone.wrapper.clean_classname`.
     """
 
     prefix: Tensor
     suffix: Tensor
     tokens: Tensor
+    tokens_per_pass: int = TEXT_TOKENS_PER_PASS  # bound of :meth:`conditioned` (settable per instance)
+    # Drop the padding after EOT (exact on causal towers). False reproduces the reference
+    # codebases' full-context pass (benchmarks time it); call set_classnames after changing it.
+    trim_padding: bool = True
 
     def __init__(
         self,
@@ -125,9 +143,13 @@ class TextPromptLearner(nn.Module):
         n_ctx: int,
         ctx_init: str = "",
         csc: bool = False,
+        n_ctx_from_init: bool = False,
     ) -> None:
         super().__init__()
         object.__setattr__(self, "backbone", backbone)  # by reference, outside the module tree
+        ctx_init = " ".join(ctx_init.replace("_", " ").split())
+        if ctx_init and n_ctx_from_init:
+            n_ctx = len(ctx_init.split(" "))  # CoOp/CoCoOp: one context vector per init word
         if n_ctx < 1:
             raise VlmeftError(f"n_ctx must be at least 1, got {n_ctx}", where="--set")
         if n_ctx + 2 > backbone.context_length:
@@ -137,7 +159,6 @@ class TextPromptLearner(nn.Module):
             )
         self.n_ctx = n_ctx
         self.csc = csc
-        ctx_init = " ".join(ctx_init.replace("_", " ").split())
         width = backbone.text_width
         if ctx_init:
             available = count_text_tokens(backbone, ctx_init)
@@ -170,7 +191,7 @@ class TextPromptLearner(nn.Module):
                 f"{len(classnames)}; train with csc=false to move between label sets"
             )
         backbone: Backbone = self.backbone
-        texts = [f"{self.prompt_prefix} {name.replace('_', ' ')}." for name in classnames]
+        texts = [f"{self.prompt_prefix} {clean_classname(name)}." for name in classnames]
         encode = getattr(backbone.tokenizer, "encode", None)
         if callable(encode):
             for name, text in zip(classnames, texts, strict=True):
@@ -179,7 +200,7 @@ class TextPromptLearner(nn.Module):
                         f"the prompt for class {name!r} is longer than the {backbone.context_length}-token text context"
                     )
         tokens = backbone.tokenize(texts)
-        if _eot_pooled_causal(backbone):
+        if self.trim_padding and _eot_pooled_causal(backbone):
             # Under a causal mask the pooled EOT token never sees the padding after it:
             # dropping those positions is exact and cuts the text pass (77 -> ~10 tokens
             # for short prompts on OpenAI-style towers), which CoCoOp pays B times a step.
@@ -190,35 +211,111 @@ class TextPromptLearner(nn.Module):
         self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
         self.register_buffer("suffix", embedded[:, 1 + self.n_ctx :].clone(), persistent=False)
 
-    def forward(self, shift: Tensor | None = None) -> Tensor:
+    def forward(self, shift: Tensor | None = None, classes: slice = slice(None)) -> Tensor:
         """Prompt embeddings ``[C, L, Dt]``, or ``[B, C, L, Dt]`` with a per-image ``shift [B, Dt]``
-        added to every context vector."""
-        n_cls = self.n_classes
+        added to every context vector; ``classes`` selects a contiguous subset of the classes."""
+        prefix, suffix = self.prefix[classes], self.suffix[classes]
+        n_cls = prefix.shape[0]
         ctx = self.ctx.to(self.prefix.dtype)
+        if ctx.dim() == 3:
+            ctx = ctx[classes]
         if shift is None:
             if ctx.dim() == 2:
                 ctx = ctx.expand(n_cls, -1, -1)
-            return torch.cat([self.prefix, ctx, self.suffix], dim=1)
+            return torch.cat([prefix, ctx, suffix], dim=1)
         batch = shift.shape[0]
         shift = shift.to(ctx.dtype)
         if ctx.dim() == 2:  # [B, 1, n, D]: one shifted context per image, shared by the classes
             ctx = (ctx.unsqueeze(0) + shift[:, None, :]).unsqueeze(1).expand(-1, n_cls, -1, -1)
         else:  # class-specific: [B, C, n, D]
             ctx = ctx.unsqueeze(0) + shift[:, None, None, :]
-        prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)
-        suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)
+        prefix = prefix.unsqueeze(0).expand(batch, -1, -1, -1)
+        suffix = suffix.unsqueeze(0).expand(batch, -1, -1, -1)
         return torch.cat([prefix, ctx, suffix], dim=2)
 
-    def encode(self, prompts: Tensor, layer_hook: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+    def encode(
+        self,
+        prompts: Tensor,
+        layer_hook: Callable[[int, Tensor], Tensor] | None = None,
+        classes: slice = slice(None),
+    ) -> Tensor:
         """Normalised text features of ``forward``'s output: ``[C, E]`` or ``[B, C, E]``.
 
-        A ``[B, C, L, Dt]`` batch runs as one ``[B*C, L, Dt]`` pass through the text encoder.
+        A ``[B, C, L, Dt]`` batch runs as one ``[B*C, L, Dt]`` pass through the text encoder;
+        :meth:`conditioned` bounds that pass for large ``B*C``.
         """
         backbone: Backbone = self.backbone
+        tokens = self.tokens[classes]
         if prompts.dim() == 3:
-            return backbone.encode_text(self.tokens, embeddings=prompts, layer_hook=layer_hook, normalize=True)
+            return backbone.encode_text(tokens, embeddings=prompts, layer_hook=layer_hook, normalize=True)
         batch, n_cls = prompts.shape[:2]
         flat = prompts.reshape(batch * n_cls, *prompts.shape[2:])
-        tokens = self.tokens.repeat(batch, 1)
-        feats = backbone.encode_text(tokens, embeddings=flat, layer_hook=layer_hook, normalize=True)
+        feats = backbone.encode_text(tokens.repeat(batch, 1), embeddings=flat, layer_hook=layer_hook, normalize=True)
         return feats.view(batch, n_cls, -1)
+
+    def conditioned(
+        self,
+        shift: Tensor,
+        image_features: Tensor | None = None,
+        layer_hook: Callable[[int, Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """The image-conditioned text side (CoCoOp and kin) in bounded passes.
+
+        Without ``image_features``: the normalised text features ``[B, C, E]`` of the prompts
+        shifted by ``shift [B, Dt]``. With ``image_features [B, E]``: the scores
+        ``image . text`` ``[B, C]`` (times the logit scale, the logits), computed pass by pass
+        so that no more than one pass's ``[b, c, E]`` features ever exist.
+
+        A pass holds at most ``tokens_per_pass`` tokens (``B*C`` sequences of the trimmed prompt
+        length): whole images while their classes fit (ImageNet's 1,000 classes at ~10 tokens
+        are one image's worth of 10k), else slices of one image's classes. Passes are evenly
+        sized (kernels then see the same shapes) and, when autograd records, each is
+        checkpointed: its activations are recomputed in the backward pass instead of kept, so
+        training memory is bounded too. A batch that fits in one pass runs the plain batched
+        pass, unchanged.
+        """
+        batch, n_cls = shift.shape[0], self.n_classes
+        per_pass = max(1, self.tokens_per_pass // self.tokens.shape[1])  # sequences per pass
+
+        def run(b: slice, c: slice, shift_b: Tensor, feats_b: Tensor | None) -> Tensor:
+            text = self.encode(self(shift_b, c), layer_hook, c)
+            return text if feats_b is None else torch.einsum("be,bce->bc", feats_b, text)
+
+        if batch * n_cls <= per_pass:
+            return run(slice(None), slice(None), shift, image_features)
+        if n_cls <= per_pass:  # whole images per pass, at most per_pass // n_cls of them
+            images = _even_chunks(batch, math.ceil(batch / (per_pass // n_cls)))
+            classes = [slice(0, n_cls)]
+        else:  # one image per pass, its classes sliced
+            images = _even_chunks(batch, batch)
+            classes = [slice(a, b) for a, b in _even_bounds(n_cls, math.ceil(n_cls / per_pass))]
+        checkpoint = torch.is_grad_enabled()
+        rows = []
+        for b in images:
+            shift_b = shift[b]
+            feats_b = None if image_features is None else image_features[b]
+            parts = []
+            for c in classes:
+                if checkpoint:
+                    parts.append(torch.utils.checkpoint.checkpoint(run, b, c, shift_b, feats_b, use_reentrant=False))
+                else:
+                    parts.append(run(b, c, shift_b, feats_b))
+            rows.append(torch.cat(parts, dim=1))
+        return torch.cat(rows, dim=0)
+
+
+
+def _even_bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ranges covering ``0..n`` whose sizes differ by at most one."""
+    parts = max(1, min(parts, n))
+    size, extra = divmod(n, parts)
+    bounds, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def _even_chunks(n: int, parts: int) -> list[slice]:
+    return [slice(a, b) for a, b in _even_bounds(n, parts)]

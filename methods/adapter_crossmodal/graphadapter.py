@@ -99,6 +99,7 @@ class Config(MethodConfig):
     lr: float = 2e-3
     optimizer: Literal["sgd", "adamw", "adam"] = "adam"
 
+    text_template: str = "first"  # the official base classifier: the dataset's single CoOp template
     source: ClassVar[Source] = Source("lixinustc/GraphAdapter", "baseclip_graph_v1.py", "bffffb8", "fp32",
                                       "optimiser and beta unpublished: TaskRes's adam_lr2e-3_B256_ep100.yaml "
                                       "(geekyutao/TaskRes @ 5195359) and beta 0.8, unverified")
@@ -153,7 +154,7 @@ class GraphAdapter(SupportSetMixin, Method):
     def build_class_state(self) -> None:
         gcn = getattr(self, "gcn_text", None)
         require_class_count(self, None if gcn is None else gcn.bias.shape[0], "class-wise graph biases")
-        base = raw_text_prototypes(self.backbone, self.classnames, self.templates)
+        base = raw_text_prototypes(self.backbone, self.classnames, self.text_templates())
         self.register_buffer("base_text", base, persistent=False)
         # Visual prototypes: class means of the support features (zero for a class without
         # any), at the base text features' mean norm (see the module notes).

@@ -81,6 +81,7 @@ class Config(MethodConfig):
     lr: float = 0.1
     weight_decay: float = 0.0
 
+    text_template: str = "first"  # the official base classifier: the dataset's single CoOp template
     source: ClassVar[Source] = Source("jusiro/CLAP", "configs/trainers/SGD_lr1e-1_B256_ep300.yaml", "dbdf409", "fp32",
                                       "INIT=ZS, CONSTRAINT=l2 (experiments/experiment_CLAP.txt)")
     embedded: ClassVar[dict[str, Any]] = {"lr": 0.5}
@@ -106,7 +107,7 @@ class CLAP(Method):
     def build_class_state(self) -> None:
         prototypes = getattr(self, "prototypes", None)
         require_class_count(self, None if prototypes is None else prototypes.shape[0], "class prototypes")
-        self.register_buffer("base_text", raw_text_prototypes(self.backbone, self.classnames, self.templates),
+        self.register_buffer("base_text", raw_text_prototypes(self.backbone, self.classnames, self.text_templates()),
                              persistent=False)
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:

@@ -78,6 +78,7 @@ class Config(MethodConfig):
     lr: float = 2e-3
     optimizer: Literal["sgd", "adamw", "adam"] = "adam"
 
+    text_template: str = "first"  # the official base classifier: the dataset's single CoOp template
     source: ClassVar[Source] = Source("geekyutao/TaskRes", "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml",
                                       "5195359", "fp32", "residual scale from train_regular.sh")
     embedded: ClassVar[dict[str, Any]] = {"lr": 1.0}
@@ -106,7 +107,7 @@ class TaskRes(Method):
     def build_class_state(self) -> None:
         residual = getattr(self, "residual", None)
         require_class_count(self, None if residual is None else residual.shape[0], "one residual per class")
-        self.register_buffer("base_text", raw_text_prototypes(self.backbone, self.classnames, self.templates),
+        self.register_buffer("base_text", raw_text_prototypes(self.backbone, self.classnames, self.text_templates()),
                              persistent=False)
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:

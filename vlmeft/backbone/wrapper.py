@@ -31,6 +31,22 @@ LayerHook = Callable[[int, Tensor], Tensor]
 PixelHook = Callable[[Tensor], Tensor]
 
 
+def clean_classname(name: str) -> str:
+    """A class name as every text path writes it: ``golden_retriever`` -> ``golden retriever``.
+
+    The one place this rule lives. Every official codebase (CoOp, CoCoOp, KgCoOp, the MaPLe
+    repository's IVLP/VPT/MaPLe, CLIP-Adapter, Tip-Adapter, CLIP-LoRA, MMA) replaces ``_`` by a
+    space before tokenising, in its prompt learner *and* in its hand-written classifier; so do
+    :func:`class_prompt` and the prompt learner here. Method and result rows keep the name as given.
+    """
+    return name.replace("_", " ")
+
+
+def class_prompt(template: str, name: str) -> str:
+    """The hand-written prompt for one class: ``template`` (one ``{}``) with the cleaned name."""
+    return template.format(clean_classname(name))
+
+
 def _run_blocks(transformer: nn.Module, x: Tensor, attn_mask: Tensor | None, hook: LayerHook | None) -> Tensor:
     """Run ``transformer.resblocks`` on batch-first ``x``, calling ``hook(i, x)`` before
     block ``i`` and once more after the last block (``i == len(resblocks)``)."""
@@ -308,7 +324,7 @@ class Backbone(nn.Module):
         cached = self._zero_shot_cache.get(key)
         if cached is not None:
             return cached
-        prompts = [t.format(c) for c in classnames for t in templates]
+        prompts = [class_prompt(t, c) for c in classnames for t in templates]
         feats = torch.cat(
             [self.encode_text(self.tokenize(prompts[i : i + chunk]), normalize=True) for i in range(0, len(prompts), chunk)]
         )

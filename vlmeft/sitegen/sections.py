@@ -39,7 +39,8 @@ def status_counts(counts: dict[str, int]) -> str:
 
 
 FIDELITY = {
-    "faithful": "follows the paper's method and defaults",
+    "faithful": "one training step matches the official code on shared random weights (logits, loss and "
+                "every gradient; the module docstring has the commit and the differences)",
     "simplified": "keeps the paper's mechanism but simplifies parts of it (see the module docstring)",
     "category-reference": "no code of its own here: it runs its category's reference implementation",
 }
