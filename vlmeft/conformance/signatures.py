@@ -120,6 +120,23 @@ def _crossmodal(tdi: Observed | Exception, idt: Observed | Exception, shared: se
     return Observed("none", "no input dependence across towers and no parameter shared by both")
 
 
+def _frozen_text_of_written_prompts(m: Method) -> tuple[Tensor, str]:
+    """The frozen classifier of the prompts ``m`` says it writes, computed here from the
+    bare text encoder: per class the normalised mean of its prompts' normalised features.
+    The prompts are the class names in the method's templates, or, for methods whose
+    prompts differ per class (descriptor sentences: DCLIP, CuPL), ``m.class_prompts()``."""
+    hook = getattr(m, "class_prompts", None)
+    if hook is None:
+        prompts = [[t.format(c) for t in m.templates] for c in m.classnames]
+        what = "templates"
+    else:
+        prompts = hook()
+        what = f"class_prompts(): {sum(len(p) for p in prompts)} sentences"
+    bb = m.backbone
+    rows = [F.normalize(bb.encode_text(bb.tokenize(p), normalize=True).mean(0), dim=-1) for p in prompts]
+    return torch.stack(rows), what
+
+
 class _Probe:
     """Collects one Observed (or the exception a probe raised) per signature key."""
 
@@ -147,12 +164,12 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
         frozen = bb.encode_image(imgs, normalize=True)
         text = m.text_features(feats)
         text_b = m.text_features(feats_b)
-        zs = bb.zero_shot_weights(m.classnames, m.templates)
+        zs, written = _frozen_text_of_written_prompts(m)
 
     def text_changes() -> Observed:
         ref = zs.expand_as(text) if text.dim() == 3 else zs
         diff = _max_diff(text, ref)
-        return Observed(diff > TOL, f"max |text - frozen text of the same prompts| = {_fmt(diff)}")
+        return Observed(diff > TOL, f"max |text - frozen text of the same prompts ({written})| = {_fmt(diff)}")
 
     def image_changes() -> Observed:
         diff = _max_diff(feats, frozen)
