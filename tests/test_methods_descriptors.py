@@ -195,3 +195,14 @@ def test_class_prompt_means_handles_ragged_lists_and_matches_the_template_ensemb
                        tiny_vit.zero_shot_weights(CLASSES, TEMPLATES))
     with pytest.raises(VlmeftError, match="no prompt"):
         tiny_vit.class_prompt_means([["a"], []])
+
+
+def test_a_waffle_checkpoint_keeps_its_draw(tiny_vit, tmp_path) -> None:
+    from vlmeft.engine import checkpoint
+
+    torch.manual_seed(5)
+    m = registry.build("waffleclip", tiny_vit, CLASSES, TEMPLATES, {"count": "2"})
+    checkpoint.save(m, tmp_path / "ckpt")
+    torch.manual_seed(6)  # a process whose RNG would draw other strings
+    loaded = checkpoint.load(tmp_path / "ckpt", tiny_vit, CLASSES, TEMPLATES)
+    assert int(loaded.draw_seed) == 5 and loaded.class_prompts() == m.class_prompts()

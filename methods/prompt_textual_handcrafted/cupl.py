@@ -26,6 +26,12 @@ What this version simplifies: a class with no sentence (a probe's "black moon", 
 from every shipped file) falls back to its templates alone, where the official code
 would fail on an empty token list. Otherwise it is ``zeroshot_classifier_gpt`` of
 ``classify_imagenet.py``.
+
+Fidelity (faithful): the logits were compared with the official
+``zeroshot_classifier_gpt`` at 719619c (``clip.tokenize`` stubbed by open_clip's tokenizer,
+``.cuda()`` a no-op) on one random-weights open_clip ViT-B-16, with the authors'
+``pets_prompts_full.json`` (37 classes, the sentences alone): max |difference| 3.2e-08
+over 6 images, the same argmax. (CuPL + e was not compared.)
 """
 
 from __future__ import annotations

@@ -37,9 +37,12 @@ What this version simplifies: only the mean aggregation (the official code also 
 ``max``); class names are not reordered to the file's order; sentences longer than the
 context are truncated by the tokenizer (the official ``clip.tokenize`` raises).
 
-Fidelity: scores compared with the official ``load_gpt_descriptions`` +
-``compute_description_encodings`` + ``aggregate_similarity`` (d1a3d89, imports stubbed)
-on one random-weights ViT: see the record's fidelity note.
+Fidelity (faithful): the class scores were compared with the official code at d1a3d89
+(``loading_helpers.load_gpt_descriptions`` unmodified, ``compute_description_encodings``
+and ``aggregate_similarity`` of ``load.py`` with ``clip.tokenize`` stubbed by open_clip's
+tokenizer) on one random-weights open_clip ViT-B-16, with the authors' own
+``descriptors_pets.json`` (37 classes) and the paper's settings: max |score difference|
+6.2e-08 over 6 images, the same argmax.
 """
 
 from __future__ import annotations

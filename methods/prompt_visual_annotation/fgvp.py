@@ -39,6 +39,13 @@ What this version simplifies:
   official code blurs at CLIP's size, then resizes the square).
 * One prompt and no post-processing: the paper's best rows ensemble several prompts
   with crops and add ReCLIP's relation parsing.
+
+On the embedded backbone (``vlmeft run fgvp --task scenes``): 86.7% of the 300 referring
+expressions, against 41.6% for a random box, 57.3% for the red circle and 80.0% for
+zero-shot CLIP comparing crops. The expressions name a colour and a shape, and every
+distractor shares one of the two with the target; the blur takes the detail away from
+the distractors and leaves the candidate sharp. synthclip-tiny never saw a blurred
+picture in pretraining, while the red circle works only because its world taught it.
 """
 
 from __future__ import annotations
@@ -93,8 +100,12 @@ class Config(MethodConfig):
     of ylingfeng/FGVP (@ 80b067b): ``--visual_prompt blur_mask`` with ``--blur_std_dev 100``
     at CLIP's input size (336 px for ViT-L/14@336px), the text prompt ``"a photo of <caption>"``,
     no score subtraction (``--score_subtracting`` off), CLIP by ``clip.load`` on a GPU
-    (fp16). Nothing trains (epochs 0). Embedded recipe: the same (val evidence in the
-    module notes)."""
+    (fp16). Nothing trains (epochs 0).
+
+    Embedded recipe: the same. Checked on val, the 300 referring expressions of the scenes
+    task drawn with seed 1 (the benchmark's are seed 0's): the paper's setting picks the
+    right box 77.3% of the time; the bare expression as text 74.3%, the prior subtracted
+    73.3%, a lighter blur (std 4 px) 70.7% and (2 px) 66.3%; the red circle 60.7%."""
 
     epochs: int = 0
     batch_size: int = 64  # marked images encoded per forward pass (does not change results)

@@ -39,6 +39,13 @@ What this version simplifies:
   crop (so, on square images, none) and a flip, as the official transform does on
   square inputs; on non-square pictures the official random crop of the long side becomes
   a centre crop.
+
+Evidence (the record stays ``simplified`` for the differences above): the official
+``Pertubation`` module and ``train_with_prompt`` of ``main.py`` at 96b7131 (imports
+stubbed) and this module, on one random-weights open_clip ViT-B-16 at lr 70, fed the same
+pictures (the official one given the 164 px image this module's shrink makes, and the
+template "this is a photo of a {}"): logits agree to 1.7e-06 and the perturbation after
+each of two training steps to 8.2e-07.
 """
 
 from __future__ import annotations
