@@ -25,8 +25,10 @@ from torch import Tensor, nn
 from vlmeft.methods.adapter_unimodal.clip_adapter import CLIPAdapter
 from vlmeft.methods.adapter_unimodal.tip_adapter import TipAdapter
 from vlmeft.methods.prompt_multimodal_coupled.maple import MaPLe
+from vlmeft.methods.prompt_textual_handcrafted.dclip import DCLIP
 from vlmeft.methods.prompt_textual_handcrafted.zsclip import ZSCLIP
 from vlmeft.methods.prompt_textual_learnable.coop import CoOp
+from vlmeft.methods.prompt_visual_annotation.fgvp import FGVP, gaussian_blur
 from vlmeft.methods.prompt_visual_annotation.red_circle import RedCircle
 from vlmeft.methods.prompt_visual_pixel.vp import VisualPrompt
 from vlmeft.methods.prompt_visual_token.vpt import VPT
@@ -76,6 +78,26 @@ class TextChangingPixelPrompt(VisualPrompt):
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:
         return F.normalize(super().text_features(image_features) + 0.3 * self.shift, dim=-1)
+
+
+class UndeclaredPrompts(DCLIP):
+    """DCLIP whose classifier reads more sentences than ``class_prompts()`` declares: its
+    text features are not the frozen features of the prompts it says it writes."""
+
+    name = "mutant-undeclared-prompts"
+
+    def class_prompts(self) -> list[list[str]]:
+        prompts = super().class_prompts()
+        if self.__dict__.get("_declaring", True):
+            return [p[:1] for p in prompts]  # declares each class's first sentence only
+        return prompts
+
+    def _ensemble(self) -> tuple[Tensor, Tensor]:
+        self.__dict__["_declaring"] = False
+        try:
+            return super()._ensemble()
+        finally:
+            self.__dict__["_declaring"] = True
 
 
 class ImageChangingCoOp(CoOp):
@@ -132,6 +154,16 @@ class MarkOutsideBox(RedCircle):
         s = marked.shape[-1]
         marked[:, :, s // 2, s // 2] = 3.0  # the centre: inside no ring of the probe's boxes
         return marked
+
+
+class BlursTheTarget(FGVP):
+    """FGVP that blurs the candidate box too: pixels change inside the region it leaves
+    out of its declared marker (the blurred surround)."""
+
+    name = "mutant-blurs-the-target"
+
+    def paint(self, image: Tensor, region: Tensor) -> Tensor:
+        return gaussian_blur(image, self.sigma).unsqueeze(0).expand(region.shape[0], -1, -1, -1)
 
 
 class TokenGrowingPixelPrompt(VisualPrompt):
@@ -306,8 +338,8 @@ class VariantOnlyBug(CoOp):
 
 
 MUTANTS: tuple[type, ...] = (
-    TrainsHandcrafted, DeadContext, TextChangingPixelPrompt, ImageChangingCoOp, ImageConditionedCoOp,
-    TextConditionedAdapter, PixelEditingVPT, MarkOutsideBox, TokenGrowingPixelPrompt, UncoupledMaPLe,
+    TrainsHandcrafted, DeadContext, TextChangingPixelPrompt, UndeclaredPrompts, ImageChangingCoOp, ImageConditionedCoOp,
+    TextConditionedAdapter, PixelEditingVPT, MarkOutsideBox, BlursTheTarget, TokenGrowingPixelPrompt, UncoupledMaPLe,
     SharedShiftAdapter, UnfreezesBackbone, DeadParameter, WritesBuffer, TrainingFreeLie, ExtraParameterCoOp,
     InfiniteLogit, UnsavedTemperature, ForgetsOnRelabel, UnseededInit, BatchCentredAdapter, LiesAboutFrozenPath,
     VariantOnlyBug,
@@ -318,6 +350,7 @@ EXPECTED_RED: dict[str, dict[str, str]] = {
     "mutant-trains": {"signature.trains": "gradient"},
     "mutant-dead-context": {"signature.trains": "gradient", "only_declared_change": "never moved"},
     "mutant-text-changes": {"signature.text_changes": "frozen text"},
+    "mutant-undeclared-prompts": {"signature.text_changes": "class_prompts()"},
     "mutant-image-changes": {"signature.image_changes": "frozen image feature"},
     "mutant-text-depends-on-image": {"signature.text_depends_on_image": "other images",
                                      "signature.crossmodal_dependence": "text features depend on the image"},
@@ -325,6 +358,7 @@ EXPECTED_RED: dict[str, dict[str, str]] = {
                                      "signature.crossmodal_dependence": "image features depend on the class texts"},
     "mutant-pixels-change": {"signature.pixels_change": "encoder input"},
     "mutant-pixels-outside-marker": {"signature.pixels_change_only_in_marker": "outside the declared marker"},
+    "mutant-blurs-the-target": {"signature.pixels_change_only_in_marker": "outside the declared marker"},
     "mutant-vision-tokens-grow": {"signature.vision_tokens_grow": "vision sequence"},
     "mutant-vision-prompts-ignore-text": {"signature.vision_prompt_grad_wrt_text_prompt": "text prompts",
                                           "signature.crossmodal_dependence": "no parameter shared by both"},

@@ -217,7 +217,7 @@ def test_vpt_depth_and_frozen_text(tiny_vit):
     shallow = build("vpt", tiny_vit, deep="false")
     assert len(deep.prompts) == tiny_vit.vision_layers and len(shallow.prompts) == 1
     assert deep.num_trainable() == tiny_vit.vision_layers * 8 * tiny_vit.vision_width
-    torch.testing.assert_close(deep.text_features(), tiny_vit.zero_shot_weights(CLASSES, TEMPLATES))
+    torch.testing.assert_close(deep.text_features(), tiny_vit.zero_shot_weights(CLASSES, deep.text_templates()))
     # Deep prompts change the features relative to the shallow ones built from the same seed.
     a, b = deep.image_features(images_for(tiny_vit)), shallow.image_features(images_for(tiny_vit))
     assert (a - b).abs().max() > 1e-6

@@ -11,6 +11,9 @@ with the official repository on shared random weights):
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,11 +55,24 @@ def test_clean_classname_rule():
     assert class_prompt("a photo of a {}.", "sea_lion") == "a photo of a sea lion."
 
 
+def _class_text_files(tmp_path) -> dict[str, str]:
+    """Descriptor (DCLIP, WaffleCLIP) and sentence (CuPL) files for the underscored classes:
+    the embedded world describes none of them. Keyed by the raw names; the readers also
+    find a class under its cleaned name, so both label sets read the same texts."""
+    descriptors = {c: ["a long tail", "four legs"] for c in UNDERSCORED}
+    sentences = {c: [f"A photo of a {clean_classname(c)}, which is an animal."] for c in UNDERSCORED}
+    (tmp_path / "descriptors.json").write_text(json.dumps(descriptors))
+    (tmp_path / "sentences.json").write_text(json.dumps(sentences))
+    return {"descriptors": str(tmp_path / "descriptors.json"), "prompts": str(tmp_path / "sentences.json")}
+
+
 @pytest.mark.parametrize("name", _classification_methods())
-def test_every_text_path_cleans_class_names(tiny_vit, name):
+def test_every_text_path_cleans_class_names(tiny_vit, name, tmp_path):
     """A method built on ``golden_retriever`` gives the logits of one built on ``golden retriever``
     (zero-shot classifier, prompt learners, adapted text towers, KgCoOp's reference)."""
     overrides = {"few_shot": "true", "epochs": "1"} if name == "calip" else {}
+    fields = {f.name for f in dataclasses.fields(registry.get(name).Config)}
+    overrides.update({k: v for k, v in _class_text_files(tmp_path).items() if k in fields})
     images = _images(tiny_vit)
     a = registry.build(name, tiny_vit, UNDERSCORED, TEMPLATES, overrides, seed=0)
     b = registry.build(name, tiny_vit, SPACED, TEMPLATES, overrides, seed=0)

@@ -136,6 +136,13 @@ PAPER = [
                        "schedule": "cosine-steps", "augment": True, "crop_scale": 0.5, "select": "val"}),
     ("vp", {"lr": 40.0, "batch_size": 256, "epochs": 1000, "weight_decay": 0.0, "schedule": "cosine-steps",
             "warmup_steps": 1000, "augment": False, "init_std": 1.0, "select": "val"}),
+    ("evp", {"lr": 70.0, "batch_size": 256, "epochs": 1000, "momentum": 0.0, "weight_decay": 0.0, "schedule": "dassl",
+             "warmup_epochs": 0, "augment": True, "grad_norm": True}),
+    ("dclip", {"epochs": 0, "label_before": "", "separator": ", ", "label_after": "", "modify": True}),
+    ("waffleclip", {"epochs": 0, "count": 15, "label_before": "A photo of a ", "separator": ", ", "label_after": ".",
+                    "modify": True}),
+    ("cupl", {"epochs": 0, "use_templates": False}),
+    ("fgvp", {"epochs": 0, "blur": 0.0, "template": "a photo of {}", "subtract_prior": False}),
 ]
 EMBEDDED = [  # the calibrations chosen on val (module docstrings hold the evidence)
     ("cocoop", {"lr": 0.05, "min_steps": 1000, "batch_size": 4}),
@@ -147,6 +154,10 @@ EMBEDDED = [  # the calibrations chosen on val (module docstrings hold the evide
     ("tip-adapter-f", {"beta_max": 50.0, "alpha_max": 30.0, "alpha_steps": 100, "schedule": "legacy"}),
     ("mma", {"lr": 7e-3, "min_steps": 100}),
     ("maple", {"min_steps": 300}),
+    ("evp", {"lr": 3.0, "epochs": 100, "augment": False}),
+    ("dclip", {"label_before": "a ", "modify": False}),
+    ("waffleclip", {"label_before": "a "}),
+    ("cupl", {"use_templates": True}),
 ]
 
 

@@ -324,12 +324,26 @@ class Backbone(nn.Module):
         cached = self._zero_shot_cache.get(key)
         if cached is not None:
             return cached
-        prompts = [class_prompt(t, c) for c in classnames for t in templates]
-        feats = torch.cat(
-            [self.encode_text(self.tokenize(prompts[i : i + chunk]), normalize=True) for i in range(0, len(prompts), chunk)]
-        )
-        weights = F.normalize(feats.view(len(classnames), len(templates), -1).mean(dim=1), dim=-1)
+        prompts = [[class_prompt(t, c) for t in templates] for c in classnames]
+        weights = F.normalize(self.class_prompt_means(prompts, chunk), dim=-1)
         if len(self._zero_shot_cache) > 32:
             self._zero_shot_cache.clear()
         self._zero_shot_cache[key] = weights
         return weights
+
+    @torch.no_grad()
+    def class_prompt_means(self, prompts: Sequence[Sequence[str]], chunk: int = 512) -> Tensor:
+        """Per class, the mean of the normalised frozen embeddings of its own prompts
+        ``[C, E]``, *not* re-normalised (its norm is what descriptor methods that average
+        similarities need). Classes may have different numbers of prompts (descriptor
+        lists); every class needs at least one."""
+        counts = [len(p) for p in prompts]
+        if any(n == 0 for n in counts):
+            raise VlmeftError(f"class {counts.index(0)} has no prompt to encode")
+        flat = [text for p in prompts for text in p]
+        feats = torch.cat(
+            [self.encode_text(self.tokenize(flat[i : i + chunk]), normalize=True) for i in range(0, len(flat), chunk)]
+        )
+        if len(set(counts)) == 1:  # one reshape for a template ensemble
+            return feats.view(len(prompts), counts[0], -1).mean(dim=1)
+        return torch.stack([part.mean(dim=0) for part in feats.split(counts)])

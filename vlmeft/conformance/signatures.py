@@ -23,6 +23,7 @@ from torch import Tensor
 from vlmeft.conformance.subject import (
     EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, own_trainable, record_encoders,
 )
+from vlmeft.backbone.wrapper import class_prompt
 from vlmeft.kb.schema import Signature
 from vlmeft.method import Method
 
@@ -151,6 +152,26 @@ def _crossmodal(tdi: Observed | Exception, idt: Observed | Exception, shared: se
     return Observed("none", "no input dependence across towers and no parameter shared by both")
 
 
+def _frozen_text_of_written_prompts(m: Method) -> tuple[Tensor, str]:
+    """The frozen classifier of the prompts ``m`` says it writes, computed here from the
+    bare text encoder: per class the normalised mean of its prompts' normalised features.
+    The prompts are the class names in the method's templates, or, for methods whose
+    prompts differ per class (descriptor sentences: DCLIP, CuPL), ``m.class_prompts()``."""
+    hook = getattr(m, "class_prompts", None)
+    if hook is None:
+        # The templates in force (config.text_template), with class names cleaned as every
+        # official codebase does; the raw task templates would flag a method that merely
+        # uses its paper's single template as having changed the text tower.
+        prompts = [[class_prompt(t, c) for t in m.text_templates()] for c in m.classnames]
+        what = "templates"
+    else:
+        prompts = hook()
+        what = f"class_prompts(): {sum(len(p) for p in prompts)} sentences"
+    bb = m.backbone
+    rows = [F.normalize(bb.encode_text(bb.tokenize(p), normalize=True).mean(0), dim=-1) for p in prompts]
+    return torch.stack(rows), what
+
+
 class _Probe:
     """Collects one Observed (or the exception a probe raised) per signature key."""
 
@@ -178,12 +199,12 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
         frozen = bb.encode_image(imgs, normalize=True)
         text = m.text_features(feats)
         text_b = m.text_features(feats_b)
-        zs = bb.zero_shot_weights(m.classnames, m.templates)
+        zs, written = _frozen_text_of_written_prompts(m)
 
     def text_changes() -> Observed:
         ref = zs.expand_as(text) if text.dim() == 3 else zs
         diff = _max_diff(text, ref)
-        return Observed(diff > TOL, f"max |text - frozen text of the same prompts| = {_fmt(diff)}")
+        return Observed(diff > TOL, f"max |text - frozen text of the same prompts ({written})| = {_fmt(diff)}")
 
     def image_changes() -> Observed:
         diff = _max_diff(feats, frozen)
