@@ -47,7 +47,13 @@ Parameters on ViT-B/16 ($n_t = n_v = 4$): $U$ 4,096, attention 1,050,624, two la
   trainer calls (the fork renames it to ``forward_prompt``); this version follows that
   function: prompts after the positional embedding, before ``ln_pre``, in the first layer only.
 
-Fidelity: simplified (no comparison with the official code on shared weights has been run).
+Fidelity: **faithful**, compared with the official code (yuhangzang/UPT @ 3d1640f,
+``trainers/unified.py`` and its ``clip/model.py``, read in the fork pedramyamini2023/UPT
+whose ``forward_prompt`` stands in for the missing ``forward_prompt_shallow``; run outside
+the project with Dassl stubbed, fp32) on one random ViT-B/16 (QuickGELU), 3 classes, 2
+images, the paper recipe, the official parameters copied into this module: eval logits
+differ by at most 1.4e-6, one training step's loss (dropout 0 in both: the draws cannot be
+shared) by 3.6e-7, and the gradients of all 15 tensors by 3.9e-6 (largest gradient 1.61).
 
 ## The embedded recipe (``Config.embedded``)
 See the notes next to :data:`Config.embedded`.

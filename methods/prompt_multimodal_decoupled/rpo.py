@@ -42,9 +42,16 @@ has zero gradient with respect to the text prompts). On ViT-B/16 with $K = 24$:
   mask: nothing reads those positions). The $K$ prompts must fit in the tower's context,
   so, as depths are clipped to a tower's layers, $K$ is clipped to half the context:
   CLIP's 77 tokens keep the paper's 24, synthclip-tiny's 24 allow 12.
+* Class names are cleaned (``_`` -> space) as everywhere in the project; the official
+  ``make_prompts`` puts them into the prompt as they are.
 * No fp16 cast.
 
-Fidelity: simplified (no comparison with the official code on shared weights has been run).
+Fidelity: **faithful**, compared with the official code (mlvlab/RPO @ d770db6,
+``trainers/rpo.py`` and its ``clip/model.py``; run outside the project with Dassl stubbed,
+``.cuda()`` a no-op, fp32) on one random ViT-B/16 (QuickGELU, weights rounded to fp16 as
+the official loader does), K = 24, 3 classes, 2 images, the official prompts copied into
+this module: eval logits differ by at most 2.7e-7, one training step's loss by 0.0 and the
+gradients of the text and vision prompts by 5.0e-8 and 3.4e-8 (largest 0.016).
 
 ## The embedded recipe (``Config.embedded``)
 See the notes next to :data:`Config.embedded`.
