@@ -124,12 +124,13 @@ def test_set_classnames_after_training_keeps_trained_tensors(tiny_vit, name):
     m.set_classnames(NOVEL)
     assert all(torch.equal(trained[k], v) for k, v in m.state_tensors().items())
     images = images_for(tiny_vit, seed=5)
+    m.eval()  # inference logits (a method may use dropout in training: UPT)
     logits = m(images)
     assert logits.shape == (3, len(NOVEL)) and torch.isfinite(logits).all()
     # The same tensors loaded into a method built on the novel classes give the same logits.
     fresh = build(name, tiny_vit, classes=NOVEL, seed=123)
     fresh.load_state_tensors(trained)
-    torch.testing.assert_close(fresh(images), logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fresh.eval()(images), logits, atol=1e-5, rtol=0)
 
 
 # --------------------------------------------------------- prompt mechanics (exact)

@@ -377,6 +377,17 @@ class Method(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """``(parameters, lr multiplier)`` per optimiser group: the engine trains each group at
+        ``multiplier x`` the scheduled lr (DPT's text prompts learn at 1/5 of its vision
+        side's rate). Default: every trainable parameter at the scheduled lr."""
+        return [(self.trainable_parameters(), 1.0)]
+
+    def end_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the engine after the optimiser steps of 0-based ``epoch`` of ``epochs``
+        (before any val evaluation of that epoch): for methods whose training changes
+        with the epoch (PromptSRC's Gaussian prompt aggregation, DPT's guidance phase)."""
+
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 

@@ -47,14 +47,40 @@ def class_prompt(template: str, name: str) -> str:
     return template.format(clean_classname(name))
 
 
+def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask (True = may not attend, PyTorch's convention) as an additive float mask."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def _with_extra_mask(own: Tensor | None, extra: Tensor | None, transformer: nn.Module, dtype: torch.dtype) -> Tensor | None:
+    """The tower's own attention mask (None, or CLIP's causal ``[L, L]``) plus a method's
+    ``extra`` mask: ``[L, L]`` for every sequence, or ``[N, L, L]`` one per sequence
+    (expanded here to the ``[N * heads, L, L]`` layout of ``nn.MultiheadAttention``).
+    Additive floats (``-inf`` blocks) or booleans (True blocks)."""
+    if extra is None:
+        return own
+    extra = _additive(extra, dtype)
+    if extra.dim() == 3:
+        heads = transformer.resblocks[0].attn.num_heads
+        extra = extra.repeat_interleave(heads, dim=0)
+    elif extra.dim() != 2:
+        raise ValueError(f"attn_mask must be [L, L] or [N, L, L], got {tuple(extra.shape)}")
+    return extra if own is None else own.to(dtype) + extra
+
+
 def _run_blocks(transformer: nn.Module, x: Tensor, attn_mask: Tensor | None, hook: LayerHook | None) -> Tensor:
     """Run ``transformer.resblocks`` on batch-first ``x``, calling ``hook(i, x)`` before
-    block ``i`` and once more after the last block (``i == len(resblocks)``)."""
+    block ``i`` and once more after the last block (``i == len(resblocks)``).
+    ``attn_mask`` (None, ``[L, L]`` or ``[N * heads, L, L]``) goes to every block."""
     batch_first = getattr(transformer, "batch_first", False)
     blocks = transformer.resblocks
     for i, block in enumerate(blocks):
         if hook is not None:
             x = hook(i, x)
+        if attn_mask is not None and attn_mask.shape[-1] != x.shape[1]:
+            raise ValueError(f"attention mask for {attn_mask.shape[-1]} tokens, but block {i} sees {x.shape[1]}")
         if batch_first:
             x = block(x, attn_mask=attn_mask)
         else:
@@ -182,20 +208,25 @@ class Backbone(nn.Module):
         layer_hook: LayerHook | None = None,
         weight_overrides: Mapping[str, Tensor] | None = None,
         normalize: bool = False,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Text features ``[N, E]``.
 
         ``embeddings`` replaces the token-embedding output (same shape); positions are
         added here. ``tokens`` still locate the end-of-text token for pooling.
+        ``attn_mask`` (``[L, L]`` or per sequence ``[N, L, L]``; additive floats with ``-inf``,
+        or booleans with True = may not attend) is added to the tower's own (causal) mask.
         """
         if weight_overrides:
             return torch.func.functional_call(
-                self, dict(weight_overrides), ("text", tokens), {"embeddings": embeddings, "layer_hook": layer_hook, "normalize": normalize},
+                self, dict(weight_overrides), ("text", tokens),
+                {"embeddings": embeddings, "layer_hook": layer_hook, "normalize": normalize, "attn_mask": attn_mask},
                 strict=False, tie_weights=False,  # see _OVERRIDE_NOTE
             )
-        return self._encode_text(tokens, embeddings, layer_hook, normalize)
+        return self._encode_text(tokens, embeddings, layer_hook, normalize, attn_mask)
 
-    def _encode_text(self, tokens: Tensor, embeddings: Tensor | None, hook: LayerHook | None, normalize: bool) -> Tensor:
+    def _encode_text(self, tokens: Tensor, embeddings: Tensor | None, hook: LayerHook | None, normalize: bool,
+                     extra_mask: Tensor | None = None) -> Tensor:
         text = self.text_tower
         cast = self.dtype
         if text is self.model:  # CLIP: flattened text tower, causal mask buffer
@@ -207,6 +238,7 @@ class Backbone(nn.Module):
             attn_mask = text.attn_mask
             if attn_mask is not None and attn_mask.shape[0] != seq_len:
                 attn_mask = attn_mask[:seq_len, :seq_len]
+            attn_mask = _with_extra_mask(attn_mask, extra_mask, text.transformer, x.dtype)
             x = _run_blocks(text.transformer, x, attn_mask, hook)
             x = text.ln_final(x)
             pool_type, eos = text.text_pool_type, getattr(text, "text_eos_id", None)
@@ -222,6 +254,7 @@ class Backbone(nn.Module):
             else:
                 seq_len = embeddings.shape[1]
                 x = embeddings.to(cast) + text.positional_embedding[:seq_len].to(cast)
+            attn_mask = _with_extra_mask(attn_mask, extra_mask, text.transformer, x.dtype)
             x = _run_blocks(text.transformer, x, attn_mask, hook)
             from open_clip.transformer import text_global_pool
 
@@ -244,18 +277,21 @@ class Backbone(nn.Module):
         weight_overrides: Mapping[str, Tensor] | None = None,
         normalize: bool = False,
         return_tokens: bool = False,
+        attn_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Image features ``[B, E]`` (and projected patch tokens ``[B, P, E]``).
 
         ``prompt_tokens [B|1, P, Dv]`` go after the patch tokens and before ``ln_pre``
         (MaPLe's order); they are dropped before pooling, so 'avg' pooling is unaffected.
+        ``attn_mask`` (``[L, L]`` or per image ``[B, L, L]`` over the whole sequence, prompts
+        included; additive floats or booleans with True = may not attend) goes to every block.
         """
         if weight_overrides:
             kwargs = {"pixel_hook": pixel_hook, "prompt_tokens": prompt_tokens, "layer_hook": layer_hook,
-                      "normalize": normalize, "return_tokens": return_tokens}
+                      "normalize": normalize, "return_tokens": return_tokens, "attn_mask": attn_mask}
             return torch.func.functional_call(self, dict(weight_overrides), ("image", images), kwargs, strict=False,
                                               tie_weights=False)  # see _OVERRIDE_NOTE
-        return self._encode_image(images, pixel_hook, prompt_tokens, layer_hook, normalize, return_tokens)
+        return self._encode_image(images, pixel_hook, prompt_tokens, layer_hook, normalize, return_tokens, attn_mask)
 
     def _encode_image(
         self,
@@ -265,12 +301,13 @@ class Backbone(nn.Module):
         hook: LayerHook | None,
         normalize: bool,
         return_tokens: bool,
+        extra_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         visual = self.model.visual
         if pixel_hook is not None:
             images = pixel_hook(images)
         if not self.is_vit:
-            if prompt_tokens is not None or hook is not None or return_tokens:
+            if prompt_tokens is not None or hook is not None or return_tokens or extra_mask is not None:
                 self.require_vit("this method")
             pooled = visual(images.to(self.dtype))
             self.last_vision_seq_len = None
@@ -286,7 +323,7 @@ class Backbone(nn.Module):
             n_prompts = prompt_tokens.shape[1]
             x = torch.cat([x, prompt_tokens.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
         x = visual.ln_pre(x)
-        x = _run_blocks(visual.transformer, x, None, hook)
+        x = _run_blocks(visual.transformer, x, _with_extra_mask(None, extra_mask, visual.transformer, x.dtype), hook)
         self.last_vision_seq_len = x.shape[1]
         if n_prompts:
             x = x[:, : x.shape[1] - n_prompts]
@@ -304,13 +341,31 @@ class Backbone(nn.Module):
     def forward(self, kind: str, *args: Any, **kwargs: Any) -> Any:
         """Dispatch used by ``torch.func.functional_call`` for weight overrides."""
         if kind == "text":
-            return self._encode_text(args[0], kwargs["embeddings"], kwargs["layer_hook"], kwargs["normalize"])
+            return self._encode_text(args[0], kwargs["embeddings"], kwargs["layer_hook"], kwargs["normalize"],
+                                     kwargs["attn_mask"])
         if kind == "image":
             return self._encode_image(
                 args[0], kwargs["pixel_hook"], kwargs["prompt_tokens"], kwargs["layer_hook"],
-                kwargs["normalize"], kwargs["return_tokens"],
+                kwargs["normalize"], kwargs["return_tokens"], kwargs["attn_mask"],
             )
         raise ValueError(kind)
+
+    # ------------------------------------------------------- token features
+    def text_token_features(self, hidden: Tensor) -> Tensor:
+        """Hidden states ``[.., Dt]`` after the text tower's last block (as a final
+        ``layer_hook`` sees them) -> ``[.., E]`` through the tower's own final norm and
+        projection: the feature any token would give if it were the pooled one."""
+        text = self.text_tower
+        return _project(text.ln_final(hidden), text.text_projection)
+
+    def vision_token_features(self, hidden: Tensor) -> Tensor:
+        """Hidden states ``[.., Dv]`` after the image tower's last block -> ``[.., E]``
+        through ``ln_post`` and the projection (the path of the pooled class token)."""
+        self.require_vit("vision token features")
+        visual = self.model.visual
+        if getattr(visual, "attn_pool", None) is not None:
+            raise VlmeftError(f"backbone '{self.name}' pools with attention; its tokens have no per-token feature")
+        return _project(visual.ln_post(hidden), visual.proj)
 
     # ----------------------------------------------------------------- heads
     def logit_scale(self) -> Tensor:

@@ -3,7 +3,10 @@
 - Optimiser: SGD with momentum, AdamW, or Adam with the weight decay as an L2 term
   (Dassl's "adam"); ``eps`` from the config's ``adam_eps`` when a method declares one,
   else 1e-8, over ``method.trainable_parameters()`` only (the
-  backbone sits outside the method's module tree, so it cannot be optimised).
+  backbone sits outside the method's module tree, so it cannot be optimised), in the
+  groups of ``method.parameter_groups()``, each at its multiple of the scheduled lr.
+- ``method.end_epoch(epoch, epochs)`` runs after each epoch's steps, before its val
+  evaluation (PromptSRC aggregates its prompts there).
 - Opt-in (``MethodConfig.lr_logit_scale = S > 0``): with SGD the learning rates are
   multiplied by ``S / backbone.logit_scale()``, because the cross-entropy gradient is
   proportional to the logit scale, so a paper's lr tuned at CLIP's 100 keeps its step
@@ -85,7 +88,7 @@ def lr_factor(method: Method) -> float:
     return reference / scale if scale > 0 else 1.0
 
 
-def _optimizer(params: list[torch.nn.Parameter], config) -> torch.optim.Optimizer:  # noqa: ANN001
+def _optimizer(params: list[torch.nn.Parameter] | list[dict], config) -> torch.optim.Optimizer:  # noqa: ANN001
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     eps = float(getattr(config, "adam_eps", 1e-8))
@@ -193,7 +196,12 @@ def _train_loop(
     workers: int | None,
 ) -> None:
     config = method.config
-    optimizer = _optimizer(params, config)
+    # One optimiser group per Method.parameter_groups() entry, each with its lr multiplier.
+    groups = [{"params": list(ps), "lr_scale": float(scale)} for ps, scale in method.parameter_groups() if ps]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    if sorted(grouped) != sorted(id(p) for p in params):  # a method bug, not user input
+        raise RuntimeError(f"{method.name}: parameter_groups() must hold each trainable parameter exactly once")
+    optimizer = _optimizer(groups, config)
     prep = Preprocess.for_backbone(method.backbone)
     precision = _precision(method)
     scaler = grad_scaler(method.device, precision)  # fp16 only
@@ -216,7 +224,8 @@ def _train_loop(
                 if report.steps >= total_steps:  # a step budget may end inside an epoch
                     break
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
+                    step_lr = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
+                    group["lr"] = step_lr * group["lr_scale"]
                 idx_t = torch.as_tensor(idx, device=method.device)
                 with autocast(method.device, precision):
                     if train_feats is not None:
@@ -243,6 +252,7 @@ def _train_loop(
                 total += loss.item() * len(idx)
                 count += len(idx)
                 bar.update(1)
+            method.end_epoch(epoch, epochs)
             entry = {"epoch": epoch + 1, "lr": lr, "loss": total / max(count, 1)}
             if val is not None:
                 acc = evaluate(method, val, cache=cache, workers=workers)
