@@ -87,7 +87,7 @@ class MethodConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 2e-3
-    optimizer: typing.Literal["sgd", "adamw"] = "sgd"
+    optimizer: typing.Literal["sgd", "adam", "adamw"] = "sgd"  # "adam": L2 weight decay (Dassl's)
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: int = 1  # constant warm-up at warmup_lr, as in CoOp's recipe
@@ -209,6 +209,9 @@ class Method(nn.Module):
     frozen_image_path: ClassVar[bool] = False
     # Text features depend on the image (CoCoOp's conditional context): never cached.
     image_conditioned_text: ClassVar[bool] = False
+    # The image tower also receives augmented views of each input image, sent with the
+    # unchanged image itself (TPT's test-time views): augmentation, not a pixel prompt.
+    test_time_views: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     # Configs that switch the mechanism (``--set`` strings by variant name, e.g.
     # ``{"shallow": {"deep": "false"}}``): the conformance matrix probes each as its own row.
@@ -261,6 +264,11 @@ class Method(nn.Module):
     def build_class_state(self) -> None:
         """Rebuild class-dependent, non-persistent buffers. Subclasses override and call it
         at the end of their ``__init__`` once their own tensors exist."""
+
+    def set_virtual_classnames(self, classnames: Sequence[str]) -> None:
+        """Class names known before training that have no training images (the base-to-novel
+        protocol passes the novel half). A method that can learn from names alone overrides
+        it (LASP-V's virtual classes); every other method ignores them."""
 
     @property
     def device(self) -> torch.device:
@@ -325,6 +333,12 @@ class Method(nn.Module):
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits, labels)
 
+    def backward(self, loss: Tensor) -> None:
+        """Fill the trainable tensors' ``.grad`` from ``loss`` (the engine calls this between
+        ``zero_grad`` and the optimiser step). A method that edits its update direction
+        overrides it (ProGrad projects the gradient); the default is plain backprop."""
+        loss.backward()
+
     def fit_cache(self, features: Tensor, labels: Tensor) -> None:
         """Called once before training with frozen features of the few-shot train set
         (cache-based methods build their key-value memory here)."""
@@ -335,6 +349,12 @@ class Method(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's groups over ``trainable_parameters()``, each ``{"params": [...],
+        "lr_scale": s}``: the group trains at ``s`` times the scheduled lr. Default: one group
+        (DePT trains its new head at 6.5 times the prompt's lr)."""
+        return [{"params": self.trainable_parameters(), "lr_scale": 1.0}]
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())

@@ -9,7 +9,9 @@ Two pieces, used by every prompt method so that none of them re-implements the o
   non-persistent buffers rebuilt from class names, so trained contexts move between label
   sets (base -> novel) with no checkpoint surgery. On causal EOT-pooled text towers the
   padding after the longest prompt's EOT is dropped (exact, and several times cheaper). An optional per-image shift ``[B, Dt]``
-  (CoCoOp's Meta-Net output) gives ``[B, C, L, Dt]`` prompts, encoded in one batched pass.
+  (CoCoOp's Meta-Net output) gives ``[B, C, L, Dt]`` prompts, encoded in one batched pass; so do
+  ``n_prompts = K`` independent contexts (PLOT, ProDA: ``[K, C, L, Dt]``) and per-entry contexts
+  passed in for one call (TPT's per-image copies).
 * :func:`deep_prompt_hook` turns a list of per-layer prompts into a ``layer_hook`` for the
   backbone: before block ``i`` (``1 <= i < depth``) it *replaces* the tokens that carry the
   previous layer's prompts, positions ``1..n`` right after SOS on the text side, the last
@@ -111,6 +113,8 @@ class TextPromptLearner(nn.Module):
     become the learnable context, initialised from their own embeddings; any remaining
     init words stay frozen in the suffix (MaPLe's 2 learnable tokens out of "a photo of a").
     Without it, the prompt text is ``"X X .. X {class}."`` and ``ctx`` is drawn from N(0, 0.02^2).
+    ``n_prompts = K > 1`` learns ``K`` unified contexts ``[K, n_ctx, Dt]`` (several prompts per
+    class: PLOT, ProDA), each initialised as above.
     """
 
     prefix: Tensor
@@ -125,6 +129,7 @@ class TextPromptLearner(nn.Module):
         n_ctx: int,
         ctx_init: str = "",
         csc: bool = False,
+        n_prompts: int = 1,
     ) -> None:
         super().__init__()
         object.__setattr__(self, "backbone", backbone)  # by reference, outside the module tree
@@ -135,8 +140,13 @@ class TextPromptLearner(nn.Module):
                 f"n_ctx={n_ctx} leaves no room for the class name in the {backbone.context_length}-token text context",
                 where="--set",
             )
+        if n_prompts < 1:
+            raise VlmeftError(f"the number of prompts must be at least 1, got {n_prompts}", where="--set")
+        if csc and n_prompts > 1:
+            raise VlmeftError("class-specific context (csc) and several prompts per class do not combine", where="--set")
         self.n_ctx = n_ctx
         self.csc = csc
+        self.n_prompts = n_prompts
         ctx_init = " ".join(ctx_init.replace("_", " ").split())
         width = backbone.text_width
         if ctx_init:
@@ -149,10 +159,12 @@ class TextPromptLearner(nn.Module):
                 )
             with torch.no_grad():
                 init = backbone.token_embedding(backbone.tokenize([ctx_init]))[0, 1 : 1 + n_ctx].float()
-            ctx = init.expand(len(classnames), -1, -1).clone() if csc else init.clone()
+            copies = len(classnames) if csc else n_prompts
+            ctx = init.expand(copies, -1, -1).clone() if csc or n_prompts > 1 else init.clone()
             self.prompt_prefix = ctx_init
         else:
-            shape = (len(classnames), n_ctx, width) if csc else (n_ctx, width)
+            lead = (len(classnames),) if csc else (n_prompts,) if n_prompts > 1 else ()
+            shape = (*lead, n_ctx, width)
             ctx = torch.randn(*shape, device=backbone.device) * PROMPT_INIT_STD
             self.prompt_prefix = " ".join(["X"] * n_ctx)
         self.ctx = nn.Parameter(ctx.to(backbone.device))
@@ -190,21 +202,35 @@ class TextPromptLearner(nn.Module):
         self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
         self.register_buffer("suffix", embedded[:, 1 + self.n_ctx :].clone(), persistent=False)
 
-    def forward(self, shift: Tensor | None = None) -> Tensor:
-        """Prompt embeddings ``[C, L, Dt]``, or ``[B, C, L, Dt]`` with a per-image ``shift [B, Dt]``
-        added to every context vector."""
+    def forward(self, shift: Tensor | None = None, *, ctx: Tensor | None = None) -> Tensor:
+        """Prompt embeddings ``[C, L, Dt]``. ``[B, C, L, Dt]`` with a per-image ``shift [B, Dt]``
+        added to every context vector (CoCoOp), or with ``ctx [B, n_ctx, Dt]``: one whole
+        context per entry, used instead of the learned one for this call (TPT's per-image
+        copies). ``[K, C, L, Dt]`` for ``n_prompts = K > 1``."""
         n_cls = self.n_classes
-        ctx = self.ctx.to(self.prefix.dtype)
+        if ctx is not None:
+            if shift is not None:
+                raise ValueError("pass a shift or whole contexts, not both")
+            return self._per_entry(ctx.to(self.prefix.dtype).unsqueeze(1).expand(-1, n_cls, -1, -1))
+        own = self.ctx.to(self.prefix.dtype)
+        if self.n_prompts > 1:
+            if shift is not None:
+                raise ValueError("a per-image shift needs a single context")
+            return self._per_entry(own.unsqueeze(1).expand(-1, n_cls, -1, -1))
         if shift is None:
-            if ctx.dim() == 2:
-                ctx = ctx.expand(n_cls, -1, -1)
-            return torch.cat([self.prefix, ctx, self.suffix], dim=1)
-        batch = shift.shape[0]
-        shift = shift.to(ctx.dtype)
-        if ctx.dim() == 2:  # [B, 1, n, D]: one shifted context per image, shared by the classes
-            ctx = (ctx.unsqueeze(0) + shift[:, None, :]).unsqueeze(1).expand(-1, n_cls, -1, -1)
+            if own.dim() == 2:
+                own = own.expand(n_cls, -1, -1)
+            return torch.cat([self.prefix, own, self.suffix], dim=1)
+        shift = shift.to(own.dtype)
+        if own.dim() == 2:  # [B, 1, n, D]: one shifted context per image, shared by the classes
+            per = (own.unsqueeze(0) + shift[:, None, :]).unsqueeze(1).expand(-1, n_cls, -1, -1)
         else:  # class-specific: [B, C, n, D]
-            ctx = ctx.unsqueeze(0) + shift[:, None, None, :]
+            per = own.unsqueeze(0) + shift[:, None, None, :]
+        return self._per_entry(per)
+
+    def _per_entry(self, ctx: Tensor) -> Tensor:
+        """``[B, C, n_ctx, Dt]`` contexts -> ``[B, C, L, Dt]`` prompts."""
+        batch = ctx.shape[0]
         prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)
         suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)
         return torch.cat([prefix, ctx, suffix], dim=2)

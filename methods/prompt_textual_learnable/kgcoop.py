@@ -89,7 +89,7 @@ class KgCoOp(CoOp):
     def knowledge_loss(self, text: Tensor | None = None) -> Tensor:
         """mean_c ||w_c - w_c^clip||^2 over the current classes (normalised features)."""
         if text is None:
-            text = super().text_features()
+            text = self.text_features()
         frozen = self.zero_shot_weights().to(text.dtype)
         return (text - frozen).pow(2).sum(dim=-1).mean()
 

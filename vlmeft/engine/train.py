@@ -1,8 +1,11 @@
 """A plain training loop and evaluation: what CoOp's Dassl trainer does, in one page.
 
-- Optimiser: SGD with momentum or AdamW (``eps`` from the config's ``adam_eps`` when a
-  method declares one, else 1e-8) over ``method.trainable_parameters()`` only (the
-  backbone sits outside the method's module tree, so it cannot be optimised).
+- Optimiser: SGD with momentum, Adam (Dassl's "adam": weight decay as an L2 term) or
+  AdamW (``eps`` from the config's ``adam_eps`` when a method declares one, else 1e-8)
+  over ``method.trainable_parameters()`` only (the backbone sits outside the method's
+  module tree, so it cannot be optimised), in ``method.param_groups()`` (one group unless a
+  method trains some tensors at a multiple of the lr: DePT's head). Gradients come from
+  ``method.backward(loss)``, plain backprop unless a method edits its update direction (ProGrad).
 - Opt-in (``MethodConfig.lr_logit_scale = S > 0``): with SGD the learning rates are
   multiplied by ``S / backbone.logit_scale()``, because the cross-entropy gradient is
   proportional to the logit scale, so a paper's lr tuned at CLIP's 100 keeps its step
@@ -78,13 +81,23 @@ def lr_factor(method: Method) -> float:
     return reference / scale if scale > 0 else 1.0
 
 
-def _optimizer(params: list[torch.nn.Parameter], config) -> torch.optim.Optimizer:  # noqa: ANN001
+def _param_groups(method: Method, params: list[torch.nn.Parameter]) -> list[dict]:
+    """``method.param_groups()``, checked to hold each trainable parameter exactly once."""
+    groups = method.param_groups()
+    seen = [id(p) for g in groups for p in g["params"]]
+    if len(seen) != len(set(seen)) or set(seen) != {id(p) for p in params}:
+        raise VlmeftError(f"method '{method.name}': param_groups() must hold each trainable parameter exactly once")
+    return [{**g, "params": list(g["params"])} for g in groups]
+
+
+def _optimizer(params: list[torch.nn.Parameter] | list[dict], config) -> torch.optim.Optimizer:  # noqa: ANN001
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
+    if config.optimizer in ("adam", "adamw"):
         eps = float(getattr(config, "adam_eps", 1e-8))
-        return torch.optim.AdamW(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
-    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)", where="--set optimizer")
+        kind = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+        return kind(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
+    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd, adam or adamw)", where="--set optimizer")
 
 
 def _autocast(method: Method, enabled: bool) -> contextlib.AbstractContextManager:
@@ -181,7 +194,7 @@ def _train_loop(
     cache: FeatureCache,
 ) -> None:
     config = method.config
-    optimizer = _optimizer(params, config)
+    optimizer = _optimizer(_param_groups(method, params), config)
     prep = Preprocess.for_backbone(method.backbone)
     bf16 = config.precision == "bf16"
     best_acc, best_state = -1.0, None
@@ -197,8 +210,9 @@ def _train_loop(
             for idx in _batches(len(train), config.batch_size, generator):
                 if report.steps >= total_steps:  # a step budget may end inside an epoch
                     break
+                step_lr = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
+                    group["lr"] = step_lr * group.get("lr_scale", 1.0)
                 idx_t = torch.as_tensor(idx, device=method.device)
                 with _autocast(method, bf16):
                     if train_feats is not None:
@@ -214,7 +228,7 @@ def _train_loop(
                     raise VlmeftError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; try a lower lr",
                                       where="--set lr")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                method.backward(loss)  # plain backprop unless the method edits its gradients
                 optimizer.step()
                 report.steps += 1
                 total += loss.item() * len(idx)
