@@ -65,7 +65,9 @@ class Config(CoOpConfig):
     random resized crop + flip, fp16, the last epoch evaluated; the CAT head's lr 6.5x
     (``OPTIM.LR_EXP``), ``LINEAR_PROBE.WEIGHT`` 0.7, test-time fusion on.
 
-    Embedded recipe: see ``embedded`` (val evidence in the module notes)."""
+    Embedded recipe: the shared base plus lr 0.02, epochs 50. Val evidence (4-shot digits,
+    val accuracy of the kept state, mean over seeds 1-3; zero-shot CLIP 0.633): lr 0.02 for
+    50 epochs 0.717; the shared base 0.625, lr 0.02 0.633, lr 0.05 0.700."""
 
     epochs: int = 10
     batch_size: int = 4
@@ -76,7 +78,7 @@ class Config(CoOpConfig):
 
     source: ClassVar[Source] = Source("Koorye/DePT", "configs/trainers/ExtrasLinearProbeCoOp/vit_b16_ep10_bs4_lr35.yaml",
                                       "d4ff416", "fp16")
-    embedded: ClassVar[dict[str, Any]] = {}
+    embedded: ClassVar[dict[str, Any]] = {'lr': 0.02, 'epochs': 50}
 
     def validate(self) -> None:
         super().validate()

@@ -63,7 +63,10 @@ class Config(CoOpConfig):
     random resized crop + flip, fp16, the last epoch evaluated; Sinkhorn eps 0.1, at most
     100 iterations, tolerance 0.01.
 
-    Embedded recipe: see ``embedded`` (val evidence in the module notes)."""
+    Embedded recipe: the shared base plus epochs 200, lr 0.01, global_logits True. Val
+    evidence (4-shot digits, val accuracy of the kept state, mean over seeds 1-3; zero-shot
+    CLIP 0.633): 200 epochs at lr 0.01 with the global logits added 0.783; the shared base
+    0.217, 200 epochs 0.450, 200 with global logits 0.758."""
 
     epochs: int = 50
     batch_size: int = 128
@@ -76,7 +79,7 @@ class Config(CoOpConfig):
     global_logits: bool = False  # add the global image-text logits (the official code, ImageNet only)
 
     source: ClassVar[Source] = Source("CHENGY12/PLOT", "plot-coop/configs/trainers/PLOT/rn50.yaml", "728539f", "fp16")
-    embedded: ClassVar[dict[str, Any]] = {}
+    embedded: ClassVar[dict[str, Any]] = {'epochs': 200, 'lr': 0.01, 'global_logits': True}
 
     def validate(self) -> None:
         super().validate()

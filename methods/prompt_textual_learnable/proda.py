@@ -60,7 +60,10 @@ class Config(CoOpConfig):
     32, 200 epochs, one constant warm-up epoch at 1e-5 then Dassl's cosine, random resized
     crop + flip, the last epoch evaluated.
 
-    Embedded recipe: see ``embedded`` (val evidence in the module notes)."""
+    Embedded recipe: the shared base plus n_prompts 8, lr 0.01. Val evidence (4-shot digits,
+    val accuracy of the kept state, mean over seeds 1-3; zero-shot CLIP 0.633): K = 8
+    prompts at lr 0.01 0.742 (31 s a seed); the shared base with the paper's K = 32 0.675
+    (122 s a seed), K = 8 0.708."""
 
     epochs: int = 200
     batch_size: int = 32
@@ -73,7 +76,7 @@ class Config(CoOpConfig):
         note="no official code readable (bbbdylan/proda @ bf8d52b holds only a README linking an external archive); "
              "K and the context length from the paper, the schedule CoOp's (KaiyangZhou/CoOp configs/trainers/CoOp/"
              "vit_b16.yaml @ ff61507)")
-    embedded: ClassVar[dict[str, Any]] = {}
+    embedded: ClassVar[dict[str, Any]] = {'n_prompts': 8, 'lr': 0.01}
 
     def validate(self) -> None:
         super().validate()

@@ -37,7 +37,7 @@ Fidelity: simplified. The projection was checked against the formula (and the of
 code's branch on the sign of the cosine) by ``tests/test_methods_textual.py``, not run
 against the official code on shared weights.
 
-What the embedded recipe changes: see ``Config.embedded`` (val evidence below).
+What the embedded recipe changes: see ``Config.embedded`` (val evidence in the Config docstring).
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class Config(CoOpConfig):
     warm-up epoch at 1e-5 then Dassl's cosine, random resized crop + flip, fp16, the last
     epoch evaluated. The README uses lambda 0.8 for Flowers, DTD and EuroSAT at 8/16 shots.
 
-    Embedded recipe: the shared base only (see the module notes for the val evidence)."""
+    Embedded recipe: the shared base plus lr 0.01. Val evidence (4-shot digits, val accuracy
+    of the kept state, mean over seeds 1-3; zero-shot CLIP 0.633): lr 0.01 0.750; the shared
+    base alone (lr 0.002) 0.708, lr 0.02 0.717."""
 
     epochs: int = 200
     batch_size: int = 32
@@ -84,7 +86,7 @@ class Config(CoOpConfig):
 
     source: ClassVar[Source] = Source("BeierZhu/Prompt-align", "ProGrad.public/configs/trainers/ProGrad/rn50.yaml",
                                       "1b76203", "fp16")
-    embedded: ClassVar[dict[str, Any]] = {}
+    embedded: ClassVar[dict[str, Any]] = {'lr': 0.01}
 
     def validate(self) -> None:
         super().validate()

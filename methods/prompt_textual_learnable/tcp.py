@@ -63,7 +63,9 @@ class Config(KgCoOpConfig):
     at 1e-5 then Dassl's cosine, random resized crop + flip, fp16, the last epoch evaluated;
     class-aware tokens at layer 8; the regulariser ``8.0 * (1 - cos)`` (``kg_weight`` 4).
 
-    Embedded recipe: see ``embedded`` (val evidence in the module notes)."""
+    Embedded recipe: the shared base plus epochs 200, lr 0.01. Val evidence (4-shot digits,
+    val accuracy of the kept state, mean over seeds 1-3; zero-shot CLIP 0.633): 200 epochs
+    at lr 0.01 0.733; the shared base 0.667, 200 epochs 0.700."""
 
     epochs: int = 50
     batch_size: int = 32
@@ -77,7 +79,7 @@ class Config(KgCoOpConfig):
 
     source: ClassVar[Source] = Source("htyao89/Textual-based_Class-aware_prompt_tuning",
                                       "configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml", "bd97bec", "fp16")
-    embedded: ClassVar[dict[str, Any]] = {}
+    embedded: ClassVar[dict[str, Any]] = {'epochs': 200, 'lr': 0.01}
 
     def validate(self) -> None:
         super().validate()

@@ -73,7 +73,9 @@ class Config(MethodConfig):
     (``--ctx_init a_photo_of_a``), views by random resized crop (scale 0.08-1) and flip,
     amp. Nothing is trained (``epochs`` 0).
 
-    Embedded recipe: see ``embedded`` (val evidence in the module notes)."""
+    Embedded recipe: the shared base only. Val evidence (4-shot digits, val accuracy of the
+    kept state, mean over seeds 1-3; zero-shot CLIP 0.633): the shared base (64 views)
+    0.658; 16 views 0.658, 32 views 0.658, 32 views at test-time lr 0.02 0.600."""
 
     epochs: int = 0
     n_ctx: int = 4
