@@ -29,6 +29,7 @@ from vlmeft.methods.prompt_textual_handcrafted.dclip import DCLIP
 from vlmeft.methods.prompt_textual_handcrafted.zsclip import ZSCLIP
 from vlmeft.methods.prompt_textual_learnable.coop import CoOp
 from vlmeft.methods.prompt_visual_annotation.fgvp import FGVP, gaussian_blur
+from vlmeft.methods.prompt_textual_learnable.tpt import TPT
 from vlmeft.methods.prompt_visual_annotation.red_circle import RedCircle
 from vlmeft.methods.prompt_visual_pixel.vp import VisualPrompt
 from vlmeft.methods.prompt_visual_token.vpt import VPT
@@ -323,6 +324,30 @@ class LiesAboutFrozenPath(VisualPrompt):
     frozen_image_path = True
 
 
+# ------------------------------------------------------------- test-time tuning
+class DetachedTestTimeObjective(TPT):
+    """TPT whose test-time objective is cut from the contexts it tunes: with no trainable
+    tensor and no gradient at test time, nothing trains."""
+
+    name = "mutant-test-time-detached"
+
+    def test_time_objective(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        loss, tuned = super().test_time_objective(images)
+        return loss.detach(), tuned
+
+
+class ViewsEditTheImage(TPT):
+    """TPT declaring test-time views, but the image itself reaches the tower edited: the
+    declaration must not hide a pixel change."""
+
+    name = "mutant-views-edit-image"
+
+    def views(self, images: Tensor) -> Tensor:
+        views = super().views(images)
+        views[:, 0] = views[:, 0] + 0.5
+        return views
+
+
 # ------------------------------------------------------------------ variants
 class VariantOnlyBug(CoOp):
     """CoOp whose class-specific variant (csc=true) shifts the image feature: only a
@@ -342,7 +367,7 @@ MUTANTS: tuple[type, ...] = (
     TextConditionedAdapter, PixelEditingVPT, MarkOutsideBox, BlursTheTarget, TokenGrowingPixelPrompt, UncoupledMaPLe,
     SharedShiftAdapter, UnfreezesBackbone, DeadParameter, WritesBuffer, TrainingFreeLie, ExtraParameterCoOp,
     InfiniteLogit, UnsavedTemperature, ForgetsOnRelabel, UnseededInit, BatchCentredAdapter, LiesAboutFrozenPath,
-    VariantOnlyBug,
+    VariantOnlyBug, DetachedTestTimeObjective, ViewsEditTheImage,
 )
 
 # Row label -> {cell that must be red: a word its reason must contain}.
@@ -376,4 +401,6 @@ EXPECTED_RED: dict[str, dict[str, str]] = {
     "mutant-frozen-image-path": {"frozen_image_path": "cached-feature logits differ"},
     "mutant-variant": {},
     "mutant-variant:csc": {"signature.image_changes": "frozen image feature"},
+    "mutant-test-time-detached": {"signature.trains": "no gradient"},
+    "mutant-views-edit-image": {"signature.pixels_change": "never reach the tower unchanged"},
 }

@@ -217,11 +217,45 @@ def test_pixel_hook_edits_input(tiny_vit):
 @pytest.mark.parametrize("kwargs", [
     {"prompt_tokens": torch.zeros(1, 2, 16)},
     {"layer_hook": lambda i, x: x},
-    {"return_tokens": True},
 ])
 def test_vision_token_features_on_resnet_raise(tiny_rn, kwargs):
     with pytest.raises(VlmeftError, match="ResNet"):
         tiny_rn.encode_image(_images(tiny_rn), **kwargs)
+
+
+def test_resnet_local_features_are_the_attention_pool_at_every_position():
+    """On a ResNet, ``return_tokens`` gives the attention pool's output with each position
+    of the last feature map as the query (PLOT's RN50 local features); the pooled feature is
+    bit-identical to the plain path. Checked against a direct computation of the attention
+    on a 2x2 grid (64 px input)."""
+    import open_clip
+
+    from vlmeft.backbone.factory import register_configs
+    from vlmeft.backbone.wrapper import Backbone
+
+    register_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model("vlmeft-tiny-rn", pretrained=None, force_image_size=64)
+    bb = Backbone(model, open_clip.get_tokenizer("vlmeft-tiny-rn"), name="vlmeft-tiny-rn", pretrained=None,
+                  weights_id="random:grid2")
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = bb.encode_image(images)
+        pooled, tokens = bb.encode_image(images, return_tokens=True)
+        visual = model.visual
+        x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(images)))))
+        pool = visual.attnpool
+        seq = torch.cat([x.flatten(2).mean(-1, keepdim=True), x.flatten(2)], dim=-1).transpose(1, 2)  # [B, 1+HW, C]
+        seq = seq + pool.positional_embedding
+        heads, width = pool.num_heads, seq.shape[-1]
+        split = lambda t: t.view(t.shape[0], t.shape[1], heads, width // heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(pool.q_proj(seq)), split(pool.k_proj(seq)), split(pool.v_proj(seq))
+        attn = torch.softmax(q @ k.transpose(-1, -2) / (width // heads) ** 0.5, dim=-1)
+        expected = pool.c_proj((attn @ v).transpose(1, 2).reshape(seq.shape))
+    assert torch.equal(pooled, plain)
+    assert tokens.shape == (3, 4, bb.embed_dim)
+    torch.testing.assert_close(tokens, expected[:, 1:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pooled, expected[:, 0], atol=1e-5, rtol=1e-5)
 
 
 def test_resnet_text_side_hooks_work(tiny_rn):

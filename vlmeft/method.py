@@ -229,6 +229,9 @@ class Method(nn.Module):
     frozen_image_path: ClassVar[bool] = False
     # Text features depend on the image (CoCoOp's conditional context): never cached.
     image_conditioned_text: ClassVar[bool] = False
+    # The image tower also receives augmented views of each input image, sent with the
+    # unchanged image itself (TPT's test-time views): augmentation, not a pixel prompt.
+    test_time_views: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     # Configs that switch the mechanism (``--set`` strings by variant name, e.g.
     # ``{"shallow": {"deep": "false"}}``): the conformance matrix probes each as its own row.
@@ -281,6 +284,11 @@ class Method(nn.Module):
     def build_class_state(self) -> None:
         """Rebuild class-dependent, non-persistent buffers. Subclasses override and call it
         at the end of their ``__init__`` once their own tensors exist."""
+
+    def set_virtual_classnames(self, classnames: Sequence[str]) -> None:
+        """Class names known before training that have no training images (the base-to-novel
+        protocol passes the novel half). A method that can learn from names alone overrides
+        it (LASP-V's virtual classes); every other method ignores them."""
 
     @property
     def device(self) -> torch.device:
@@ -358,6 +366,12 @@ class Method(nn.Module):
     # --------------------------------------------------------------- training
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits, labels)
+
+    def backward(self, loss: Tensor) -> None:
+        """Fill the trainable tensors' ``.grad`` from ``loss`` (the engine calls this between
+        ``zero_grad`` and the optimiser step). A method that edits its update direction
+        overrides it (ProGrad projects the gradient); the default is plain backprop."""
+        loss.backward()
 
     def fit_cache(self, features: Tensor, labels: Tensor) -> None:
         """Called once before training with frozen features of the few-shot train set

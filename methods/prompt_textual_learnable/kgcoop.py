@@ -110,7 +110,7 @@ class KgCoOp(CoOp):
         """``1 - mean_c cos(w_c, w_c^clip)`` over the current classes, as ``mean_c ||w_c - w_c^clip||^2 / 2``
         (the same for unit vectors; see the module notes)."""
         if text is None:
-            text = super().text_features()
+            text = self.text_features()
         frozen = self.zero_shot_weights().to(text.dtype)
         return 0.5 * (text - frozen).pow(2).sum(dim=-1).mean()
 

@@ -98,6 +98,23 @@ def _project(x: Tensor, projection: nn.Module | Tensor | None) -> Tensor:
     return x @ projection
 
 
+def _attention_pool_all(pool: nn.Module, feats: Tensor) -> Tensor:
+    """open_clip's ``AttentionPool2d`` with every position as a query: ``[B, 1 + HW, E]``,
+    row 0 being exactly what the module returns (the same call, all rows kept). The other
+    rows are the ResNet's local features in the joint space (PLOT's RN50 patch features)."""
+    x = feats.reshape(feats.shape[0], feats.shape[1], -1).permute(2, 0, 1)  # NCHW -> (HW)NC
+    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+    x = x + pool.positional_embedding[:, None, :].to(x.dtype)
+    x, _ = F.multi_head_attention_forward(
+        query=x, key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
+        in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0, out_proj_weight=pool.c_proj.weight,
+        out_proj_bias=pool.c_proj.bias, use_separate_proj_weight=True, training=pool.training, need_weights=False,
+    )
+    return x.permute(1, 0, 2)
+
+
 class Backbone(nn.Module):
     """A frozen open_clip ``CLIP`` or ``CustomTextCLIP`` with method hooks.
 
@@ -279,7 +296,8 @@ class Backbone(nn.Module):
         return_tokens: bool = False,
         attn_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Image features ``[B, E]`` (and projected patch tokens ``[B, P, E]``).
+        """Image features ``[B, E]`` (and projected patch tokens ``[B, P, E]``; on a ResNet
+        tower, the attention pool's output at each of the ``P`` final-grid positions).
 
         ``prompt_tokens [B|1, P, Dv]`` go after the patch tokens and before ``ln_pre``
         (MaPLe's order); they are dropped before pooling, so 'avg' pooling is unaffected.
@@ -307,10 +325,18 @@ class Backbone(nn.Module):
         if pixel_hook is not None:
             images = pixel_hook(images)
         if not self.is_vit:
-            if prompt_tokens is not None or hook is not None or return_tokens or extra_mask is not None:
+            if prompt_tokens is not None or hook is not None or extra_mask is not None:
                 self.require_vit("this method")
-            pooled = visual(images.to(self.dtype))
             self.last_vision_seq_len = None
+            if return_tokens:  # local features: the attention pool's output at every position
+                stages = (visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4)
+                x = images.to(self.dtype)
+                for stage in stages:
+                    x = stage(x)
+                pooled_all = _attention_pool_all(visual.attnpool, x)
+                pooled, tokens = pooled_all[:, 0], pooled_all[:, 1:]
+                return (F.normalize(pooled, dim=-1) if normalize else pooled), tokens
+            pooled = visual(images.to(self.dtype))
             return F.normalize(pooled, dim=-1) if normalize else pooled
 
         x = visual.conv1(images.to(visual.conv1.weight.dtype))

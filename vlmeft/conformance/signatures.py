@@ -76,8 +76,13 @@ def _nonzero_grad_params(method: Method, output: Tensor, seed: int) -> set[str]:
 def _trains(method: Method, images: Tensor, labels: Tensor) -> Observed:
     """Whether the method trains, judged by gradients: some trainable tensor of its own
     receives a non-zero gradient from its training loss on the probe batch. A parameter
-    that never gets one is not training, however many are declared."""
+    that never gets one is not training, however many are declared. A method with no
+    trainable tensor that tunes at test time (TPT, through a ``test_time_objective(images)
+    -> (loss, tensors)`` hook) is judged the same way on its test-time objective."""
     named = own_trainable(method)
+    objective = getattr(method, "test_time_objective", None)
+    if not named and objective is not None:
+        return _trains_at_test_time(objective, images)
     if not named:
         return Observed(False, "no trainable parameters")
     with torch.enable_grad():
@@ -89,6 +94,19 @@ def _trains(method: Method, images: Tensor, labels: Tensor) -> Observed:
     if not live:
         return Observed(False, f"{len(named)} trainable tensors, but none receives a gradient from the training loss")
     return Observed(True, f"{len(live)} of {len(named)} trainable tensors receive a gradient from the training loss")
+
+
+def _trains_at_test_time(objective: Callable[[Tensor], tuple[Tensor, list[Tensor]]], images: Tensor) -> Observed:
+    """Test-time tuning uses no training data but is gradient descent all the same: the
+    tensors the objective tunes (per-image prompt copies) must receive a gradient from it."""
+    with torch.enable_grad():
+        loss, tensors = objective(images)
+        if not tensors or not loss.requires_grad:
+            return Observed(False, "test-time objective, but it has no gradient to any tuned tensor")
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+    live = sum(1 for g in grads if g is not None and bool(g.abs().max() > 0))
+    return Observed(live > 0, f"tunes at test time, without training data: {live} of {len(tensors)} tuned "
+                              "tensors receive a gradient from the test-time objective")
 
 
 def _grad_wrt_text_prompts(method: Method, image_features: Callable[[], Tensor]) -> Observed:
@@ -106,6 +124,17 @@ def _grad_wrt_text_prompts(method: Method, image_features: Callable[[], Tensor])
         grads = torch.autograd.grad((feats * proj).sum(), params, allow_unused=True)
     norm = sum(float(g.abs().sum()) for g in grads if g is not None)
     return Observed("nonzero" if norm > 0 else "zero", f"|d image feature / d text prompts|_1 = {_fmt(norm)}")
+
+
+def _declared_views(seen: list[Tensor], images: Tensor) -> Observed:
+    """Pixels for a method that declares test-time views (TPT): the views are augmented
+    copies, so what must hold is that every input image also reaches the tower unchanged
+    (the image its prediction reads; whether that feature is the frozen one is
+    ``image_changes``'). An input image that never arrives unedited is a pixel change."""
+    rows = torch.cat([s.detach().float().flatten(1) for s in seen])
+    missing = _unmatched_rows(images.detach().float().flatten(1), rows)
+    return Observed(missing > 0, f"{missing} of {len(images)} input images never reach the tower unchanged; "
+                                 f"{len(rows) - len(images) + missing} other inputs are declared test-time views")
 
 
 def _support_dependence(subject: Subject, m: Method, query: Tensor) -> str | None:
@@ -235,6 +264,8 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
         if not seen:
             return Observed(None, "forward never reached the image tower")
         diff = max(_max_diff(s, imgs.to(s.dtype)) for s in seen)
+        if diff > TOL and m.test_time_views:
+            return _declared_views(seen, imgs)
         return Observed(diff > TOL, f"max |encoder input - input image| = {_fmt(diff)}")
 
     p.run("pixels_change", pixels)

@@ -4,7 +4,10 @@
   (Dassl's "adam"); ``eps`` from the config's ``adam_eps`` when a method declares one,
   else 1e-8, over ``method.trainable_parameters()`` only (the
   backbone sits outside the method's module tree, so it cannot be optimised), in the
-  groups of ``method.parameter_groups()``, each at its multiple of the scheduled lr.
+  groups of ``method.parameter_groups()``, each at its multiple of the scheduled lr
+  (DPT's text side, DePT's head).
+- Gradients come from ``method.backward(loss)``: plain backprop unless a method edits its
+  update direction (ProGrad).
 - ``method.end_epoch(epoch, epochs)`` runs after each epoch's steps, before its val
   evaluation (PromptSRC aggregates its prompts there).
 - Opt-in (``MethodConfig.lr_logit_scale = S > 0``): with SGD the learning rates are
@@ -223,8 +226,8 @@ def _train_loop(
             for idx in order:
                 if report.steps >= total_steps:  # a step budget may end inside an epoch
                     break
+                step_lr = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
                 for group in optimizer.param_groups:
-                    step_lr = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
                     group["lr"] = step_lr * group["lr_scale"]
                 idx_t = torch.as_tensor(idx, device=method.device)
                 with autocast(method.device, precision):
@@ -242,10 +245,10 @@ def _train_loop(
                                       where="--set lr")
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
-                    loss.backward()
+                    method.backward(loss)  # plain backprop unless the method edits its gradients
                     optimizer.step()
                 else:  # fp16: scale the loss so small gradients survive; steps with inf/nan are skipped
-                    scaler.scale(loss).backward()
+                    method.backward(scaler.scale(loss))
                     scaler.step(optimizer)
                     scaler.update()
                 report.steps += 1
