@@ -38,18 +38,27 @@ _SHARED_CODE = ("method.py", "prompting.py", "adapters_common.py", "engine/train
                 "data/protocol.py", "data/augment.py", "recipes.py")
 
 
-@lru_cache(maxsize=None)
-def code_fingerprint(method: str) -> str:
-    """A hash of the method's module and the shared training code: a finished cell whose
-    fingerprint differs was measured with other code, and is measured again."""
+def code_files(method: str) -> list[Path]:
+    """The files a method's results depend on: its own module, the modules of the method
+    classes it builds on (CuPL on DCLIP, FGVP on the red circle, PromptSRC on IVLP: a
+    change there changes it too) and the shared training code. Raises for an unknown id."""
     from vlmeft import registry
 
     root = Path(__file__).resolve().parents[1]  # the vlmeft package
+    cls = registry.get(method)
+    modules = [cls.__module__] + [k.__module__ for k in cls.__mro__[1:] if k.__module__.startswith("vlmeft.methods.")]
+    files = [Path(inspect.getsourcefile(sys.modules[name]) or "") for name in dict.fromkeys(modules)]
+    return files + [root / name for name in _SHARED_CODE]
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(method: str) -> str:
+    """A hash of :func:`code_files`: a finished cell whose fingerprint differs was measured
+    with other code, and is measured again."""
     try:
-        files = [Path(inspect.getsourcefile(registry.get(method)) or "")]
-    except (VlmeftError, ImportError, AttributeError, TypeError):
+        files = code_files(method)
+    except (VlmeftError, ImportError, AttributeError, TypeError, KeyError):
         return ""  # no longer registered or importable: never counts as current
-    files += [root / name for name in _SHARED_CODE]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())
