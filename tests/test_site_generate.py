@@ -85,6 +85,21 @@ def test_every_record_and_node_gets_a_page(kb, site) -> None:
     assert all(path.startswith(GEN + "/") for path in site.files)
 
 
+def test_run_command_and_recipe_wording_follow_the_method(kb, site) -> None:
+    """A grounding method is run on the scenes (digits would refuse it); a training-free
+    method "runs", it does not "train", under its recipes."""
+    from vlmeft.sitegen.sections import run_command
+
+    assert run_command("red-circle") == "vlmeft run red-circle --task scenes"
+    assert run_command("coop") == "vlmeft run coop --task digits --shots 4 --seed 1"
+    if "red-circle" in kb.methods:
+        assert "vlmeft run red-circle --task scenes" in site.files[method_path("red-circle")]
+    assert "`coop` trains under two recipes" in site.files[method_path("coop")]
+    if "zsclip" in kb.methods:
+        page = site.files[method_path("zsclip")]
+        assert "`zsclip` runs under two recipes" in page and "`zsclip` trains" not in page
+
+
 def test_method_page_holds_metadata_citations_and_aliases(kb, site) -> None:
     page = site.files[method_path("coop")]
     assert page.splitlines()[0] == "---" and 'title: "CoOp"' in page

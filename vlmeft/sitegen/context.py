@@ -39,6 +39,8 @@ PATHS = {
 }
 
 RUN_COMMAND = "vlmeft run {id} --task digits --shots 4 --seed 1"
+# Methods that do not classify run on the task of their kind (grounding: the scenes' referring expressions).
+RUN_COMMAND_FOR_KIND = {"grounding": "vlmeft run {id} --task scenes"}
 NOT_MEASURED = "Not measured yet."
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from vlmeft.bench import report
 from vlmeft.errors import VlmeftError
 from vlmeft.sitegen import markup as md
-from vlmeft.sitegen.context import NOT_MEASURED, RUN_COMMAND, Context
+from vlmeft.sitegen.context import NOT_MEASURED, RUN_COMMAND, RUN_COMMAND_FOR_KIND, Context
 from vlmeft.sitegen.model import implementation
 from vlmeft.sitegen.results import METRICS
 
@@ -50,6 +50,22 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def run_command(impl_id: str) -> str:
+    """The documented first command for a method: digits 4-shot for a classifier, else the
+    task of the kind it serves (a method that cannot be imported gets the classifier's)."""
+    from vlmeft import registry
+
+    try:
+        tasks = registry.get(impl_id).tasks
+    except (ImportError, AttributeError, VlmeftError):
+        tasks = ("classification",)
+    if "classification" not in tasks:
+        kind = next((t for t in tasks if t in RUN_COMMAND_FOR_KIND), None)
+        if kind is not None:
+            return RUN_COMMAND_FOR_KIND[kind].format(id=impl_id)
+    return RUN_COMMAND.format(id=impl_id)
+
+
 def implementation_section(ctx: Context, impl_id: str | None, *, collapsed: bool) -> str:
     """Where the code lives, how to run it, and its source embedded from the module file."""
     if not impl_id:
@@ -60,7 +76,7 @@ def implementation_section(ctx: Context, impl_id: str | None, *, collapsed: bool
     out = [
         f"Registry id {md.code(impl.id)}, class {md.code(impl.class_name)} in {md.code(impl.repo_path)}.\n\n",
         "Run it on the embedded backbone and data:\n\n",
-        md.fence(RUN_COMMAND.format(id=impl.id), "bash"),
+        md.fence(run_command(impl.id), "bash"),
         "\n",
     ]
     if not impl.exists:
@@ -98,7 +114,7 @@ def recipes_section(impl_id: str | None) -> str:
     else:
         cited = md.ext_link(source.url, source.label) + (f" ({md.text(source.note)})" if source.note else "")
     precision = f" (official precision {md.code(source.precision)})" if source and source.precision else ""
-    out = [f"## Recipes {{#recipes}}\n\n{md.code(impl_id)} trains under two recipes. `--recipe paper` follows "
+    out = [f"## Recipes {{#recipes}}\n\n{md.code(impl_id)} {'runs' if cls.training_free else 'trains'} under two recipes. `--recipe paper` follows "
            f"{cited}{precision}; `--recipe embedded`, the "
            "default on `synthclip-tiny`, keeps the calibrations chosen on val for that backbone (the evidence "
            "is in the module docstring).\n\n"]
