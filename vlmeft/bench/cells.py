@@ -46,9 +46,9 @@ def code_files(method: str) -> list[Path]:
 
     root = Path(__file__).resolve().parents[1]  # the vlmeft package
     cls = registry.get(method)
-    modules = [cls.__module__] + [k.__module__ for k in cls.__mro__[1:] if k.__module__.startswith("vlmeft.methods.")]
-    files = [Path(inspect.getsourcefile(sys.modules[name]) or "") for name in dict.fromkeys(modules)]
-    return files + [root / name for name in _SHARED_CODE]
+    bases = [k for k in cls.__mro__[1:] if k.__module__.startswith("vlmeft.methods.")]
+    files = dict.fromkeys(Path(inspect.getsourcefile(k) or "") for k in (cls, *bases))
+    return list(files) + [root / name for name in _SHARED_CODE]
 
 
 @lru_cache(maxsize=None)
