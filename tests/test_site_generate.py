@@ -402,6 +402,21 @@ def test_zero_shot_methods_are_flat_reference_lines() -> None:
     assert accuracy_vs_shots(aggregate(rows), "t").startswith(b"\x89PNG")
 
 
+def test_shot_plot_has_one_panel_per_method_family() -> None:
+    """Forty methods on one axis cannot be told apart: the plot draws a panel per family,
+    each read against zero-shot CLIP."""
+    from vlmeft.sitegen.plots import _family
+
+    assert _family("coop") == "prompt.textual.learnable" and _family("zsclip") == "prompt.textual.handcrafted"
+    assert _family("maple") == "prompt.multimodal" and _family("clip-adapter") == "adapter.unimodal"
+    assert _family("linear-probe") == "baseline" and _family("no-such-method") == "baseline"
+    rows = [_row("zsclip", shots=0, accuracy=0.55), _row("coop", shots=1, accuracy=0.6),
+            _row("clip-adapter", shots=1, accuracy=0.7)]
+    one = accuracy_vs_shots(aggregate(rows[:2]), "t")
+    two = accuracy_vs_shots(aggregate(rows), "t")
+    assert one.startswith(b"\x89PNG") and two.startswith(b"\x89PNG") and one != two
+
+
 def test_bench_rows_are_validated(tmp_path) -> None:
     (tmp_path / "bench").mkdir()
     path = tmp_path / "bench" / "a.json"

@@ -62,31 +62,71 @@ def shot_series(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot
     return lines
 
 
+def _family(method: str) -> str:
+    """The panel a method is drawn in: its category's first two levels ("prompt.visual",
+    "adapter.unimodal", ...; text prompts by subtype, hand-crafted and learnable), "baseline"
+    for uncategorised methods and unknown ids."""
+    from vlmeft import registry
+    from vlmeft.errors import VlmeftError
+
+    try:
+        category = getattr(registry.get(method), "category", None) or "baseline"
+    except (ImportError, AttributeError, VlmeftError):
+        category = "baseline"
+    return category if category.startswith("prompt.textual") else ".".join(category.split(".")[:2])
+
+
+PANEL_TITLES = {"prompt.textual.handcrafted": "hand-crafted text prompts",
+                "prompt.textual.learnable": "learnable text prompts", "prompt.visual": "visual prompts",
+                "prompt.multimodal": "multimodal prompts", "adapter.unimodal": "unimodal adapters",
+                "adapter.crossmodal": "cross-modal adapters", "baseline": "baselines"}
+REFERENCE = "zsclip"  # drawn in every panel, so each panel reads against zero-shot CLIP
+
+
 def accuracy_vs_shots(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot") -> bytes | None:
-    """Trained methods as curves (error bar = std over seeds) against shots; zero-shot
-    methods as dashed horizontal references across the same range (see :class:`Line`)."""
+    """Small multiples, one panel per method family (a dozen lines at most, each colour
+    told apart): trained methods as curves (error bar = std over seeds) against shots;
+    zero-shot methods as dashed horizontal references across the same range (see
+    :class:`Line`); zero-shot CLIP as a grey reference in every panel."""
     lines = shot_series(aggs, task, protocol)
     if not lines:
         return None
+    panels: dict[str, list[Line]] = defaultdict(list)
+    for line in lines:
+        panels[_family(line.method)].append(line)
+    order = [f for f in PANEL_TITLES if f in panels] + sorted(f for f in panels if f not in PANEL_TITLES)
+    reference = next((line for line in lines if line.method == REFERENCE and line.flat), None)
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: a dozen methods stay apart
-    for i, line in enumerate(lines):
-        color = colors[i % len(colors)]
-        if line.flat:
-            ax.plot(line.xs, line.ys, ls="--", lw=1.5, color=color, label=f"{line.method} (zero-shot)")
-            if line.errs[0] > 0:
-                ax.fill_between(line.xs, [y - e for y, e in zip(line.ys, line.errs)],
-                                [y + e for y, e in zip(line.ys, line.errs)], color=color, alpha=0.15)
-        else:
-            ax.errorbar(line.xs, line.ys, yerr=line.errs, marker="os^vD"[i % 5], capsize=3, color=color,
-                        label=line.method)
-    ax.set_xscale("symlog", base=2, linthresh=1)
-    ax.set_xlabel("shots per class")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Accuracy vs shots: {task}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    cols = min(3, len(order))
+    rows = -(-len(order) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.3 * rows), sharey=True, squeeze=False)
+    for ax, family in zip(axes.flat, order):
+        # Ten distinct colours while they suffice; past ten, tab20's dark shades then its light ones.
+        colors = plt.get_cmap("tab10").colors if len(panels[family]) <= 10 else (
+            plt.get_cmap("tab20").colors[0::2] + plt.get_cmap("tab20").colors[1::2])
+        if reference is not None and family != _family(REFERENCE):
+            ax.plot(reference.xs, reference.ys, ls=":", lw=1.5, color="grey", label=f"{REFERENCE} (zero-shot)")
+        for i, line in enumerate(panels[family]):
+            color = colors[i % len(colors)]
+            if line.flat:
+                ax.plot(line.xs, line.ys, ls="--", lw=1.5, color=color, label=f"{line.method} (zero-shot)")
+                if line.errs[0] > 0:
+                    ax.fill_between(line.xs, [y - e for y, e in zip(line.ys, line.errs)],
+                                    [y + e for y, e in zip(line.ys, line.errs)], color=color, alpha=0.15)
+            else:
+                ax.errorbar(line.xs, line.ys, yerr=line.errs, marker="os^vD"[i % 5], capsize=3, color=color,
+                            label=line.method)
+        ax.set_xscale("symlog", base=2, linthresh=1)
+        ax.set_title(PANEL_TITLES.get(family, family), fontsize=10)
+        ax.set_xlabel("shots per class")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", ncol=2, framealpha=0.85)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    for ax in list(axes.flat)[len(order):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Accuracy vs shots: {task}")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave the suptitle its own band
     return _png(plt, fig)
 
 
