@@ -115,7 +115,10 @@ class ClassTextEnsemble(Method):
         """``(normalised class weights [C, E], norms of the means [C])``, built once per label set."""
         if self._class_state is None:
             if self.classnames:
-                means = self.backbone.class_prompt_means(self.class_prompts())
+                # Always fp32, as Method.zero_shot_weights: a cache filled inside an autocast
+                # region must not hand half-precision weights to later fp32 calls.
+                with torch.autocast(self.device.type, enabled=False):
+                    means = self.backbone.class_prompt_means(self.class_prompts())
             else:
                 means = torch.zeros(0, self.backbone.embed_dim, device=self.device)
             self._class_state = (F.normalize(means, dim=-1), means.norm(dim=-1))
