@@ -28,6 +28,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def images_for(backbone, n: int = 3, seed: int = 0):
+    """``n`` seeded random images at the backbone's resolution (probe inputs for method tests)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, backbone.image_size, backbone.image_size, generator=g)
+
+
 @pytest.fixture(scope="session")
 def tiny_vit():
     """Random-init ``vlmeft-tiny-vit`` (ViT 3x96, patch 8, 32 px; text 3x64; embed 48)."""

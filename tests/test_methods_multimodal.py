@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import images_for
 from vlmeft import registry
 from vlmeft.data.augment import second_view
 from vlmeft.errors import VlmeftError
@@ -19,21 +20,11 @@ TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
 LABELS = torch.tensor([0, 1, 3])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def build(name, backbone, classes=CLASSES, seed=0, **overrides):
     return registry.build(name, backbone, classes, TEMPLATES, overrides, seed=seed)
-
-
-def images_for(backbone, n=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, backbone.image_size, backbone.image_size, generator=g)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from registered import prompt_learners
 
+from tests.conftest import images_for
 from vlmeft import registry
 from vlmeft.errors import VlmeftError
 
@@ -37,11 +38,6 @@ def _one_thread():
 
 def build(name, backbone, classes=CLASSES, templates=TEMPLATES, seed=0, **overrides):
     return registry.build(name, backbone, classes, templates, overrides, seed=seed)
-
-
-def images_for(backbone, n=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, backbone.image_size, backbone.image_size, generator=g)
 
 
 def backbone_checksum(backbone) -> float:
