@@ -25,8 +25,11 @@ from torch import Tensor, nn
 from vlmeft.methods.adapter_unimodal.clip_adapter import CLIPAdapter
 from vlmeft.methods.adapter_unimodal.tip_adapter import TipAdapter
 from vlmeft.methods.prompt_multimodal_coupled.maple import MaPLe
+from vlmeft.methods.prompt_textual_handcrafted.dclip import DCLIP
 from vlmeft.methods.prompt_textual_handcrafted.zsclip import ZSCLIP
 from vlmeft.methods.prompt_textual_learnable.coop import CoOp
+from vlmeft.methods.prompt_visual_annotation.fgvp import FGVP, gaussian_blur
+from vlmeft.methods.prompt_textual_learnable.tpt import TPT
 from vlmeft.methods.prompt_visual_annotation.red_circle import RedCircle
 from vlmeft.methods.prompt_visual_pixel.vp import VisualPrompt
 from vlmeft.methods.prompt_visual_token.vpt import VPT
@@ -76,6 +79,26 @@ class TextChangingPixelPrompt(VisualPrompt):
 
     def text_features(self, image_features: Tensor | None = None) -> Tensor:
         return F.normalize(super().text_features(image_features) + 0.3 * self.shift, dim=-1)
+
+
+class UndeclaredPrompts(DCLIP):
+    """DCLIP whose classifier reads more sentences than ``class_prompts()`` declares: its
+    text features are not the frozen features of the prompts it says it writes."""
+
+    name = "mutant-undeclared-prompts"
+
+    def class_prompts(self) -> list[list[str]]:
+        prompts = super().class_prompts()
+        if self.__dict__.get("_declaring", True):
+            return [p[:1] for p in prompts]  # declares each class's first sentence only
+        return prompts
+
+    def _ensemble(self) -> tuple[Tensor, Tensor]:
+        self.__dict__["_declaring"] = False
+        try:
+            return super()._ensemble()
+        finally:
+            self.__dict__["_declaring"] = True
 
 
 class ImageChangingCoOp(CoOp):
@@ -132,6 +155,16 @@ class MarkOutsideBox(RedCircle):
         s = marked.shape[-1]
         marked[:, :, s // 2, s // 2] = 3.0  # the centre: inside no ring of the probe's boxes
         return marked
+
+
+class BlursTheTarget(FGVP):
+    """FGVP that blurs the candidate box too: pixels change inside the region it leaves
+    out of its declared marker (the blurred surround)."""
+
+    name = "mutant-blurs-the-target"
+
+    def paint(self, image: Tensor, region: Tensor) -> Tensor:
+        return gaussian_blur(image, self.sigma).unsqueeze(0).expand(region.shape[0], -1, -1, -1)
 
 
 class TokenGrowingPixelPrompt(VisualPrompt):
@@ -291,6 +324,30 @@ class LiesAboutFrozenPath(VisualPrompt):
     frozen_image_path = True
 
 
+# ------------------------------------------------------------- test-time tuning
+class DetachedTestTimeObjective(TPT):
+    """TPT whose test-time objective is cut from the contexts it tunes: with no trainable
+    tensor and no gradient at test time, nothing trains."""
+
+    name = "mutant-test-time-detached"
+
+    def test_time_objective(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        loss, tuned = super().test_time_objective(images)
+        return loss.detach(), tuned
+
+
+class ViewsEditTheImage(TPT):
+    """TPT declaring test-time views, but the image itself reaches the tower edited: the
+    declaration must not hide a pixel change."""
+
+    name = "mutant-views-edit-image"
+
+    def views(self, images: Tensor) -> Tensor:
+        views = super().views(images)
+        views[:, 0] = views[:, 0] + 0.5
+        return views
+
+
 # ------------------------------------------------------------------ variants
 class VariantOnlyBug(CoOp):
     """CoOp whose class-specific variant (csc=true) shifts the image feature: only a
@@ -306,11 +363,11 @@ class VariantOnlyBug(CoOp):
 
 
 MUTANTS: tuple[type, ...] = (
-    TrainsHandcrafted, DeadContext, TextChangingPixelPrompt, ImageChangingCoOp, ImageConditionedCoOp,
-    TextConditionedAdapter, PixelEditingVPT, MarkOutsideBox, TokenGrowingPixelPrompt, UncoupledMaPLe,
+    TrainsHandcrafted, DeadContext, TextChangingPixelPrompt, UndeclaredPrompts, ImageChangingCoOp, ImageConditionedCoOp,
+    TextConditionedAdapter, PixelEditingVPT, MarkOutsideBox, BlursTheTarget, TokenGrowingPixelPrompt, UncoupledMaPLe,
     SharedShiftAdapter, UnfreezesBackbone, DeadParameter, WritesBuffer, TrainingFreeLie, ExtraParameterCoOp,
     InfiniteLogit, UnsavedTemperature, ForgetsOnRelabel, UnseededInit, BatchCentredAdapter, LiesAboutFrozenPath,
-    VariantOnlyBug,
+    VariantOnlyBug, DetachedTestTimeObjective, ViewsEditTheImage,
 )
 
 # Row label -> {cell that must be red: a word its reason must contain}.
@@ -318,6 +375,7 @@ EXPECTED_RED: dict[str, dict[str, str]] = {
     "mutant-trains": {"signature.trains": "gradient"},
     "mutant-dead-context": {"signature.trains": "gradient", "only_declared_change": "never moved"},
     "mutant-text-changes": {"signature.text_changes": "frozen text"},
+    "mutant-undeclared-prompts": {"signature.text_changes": "class_prompts()"},
     "mutant-image-changes": {"signature.image_changes": "frozen image feature"},
     "mutant-text-depends-on-image": {"signature.text_depends_on_image": "other images",
                                      "signature.crossmodal_dependence": "text features depend on the image"},
@@ -325,6 +383,7 @@ EXPECTED_RED: dict[str, dict[str, str]] = {
                                      "signature.crossmodal_dependence": "image features depend on the class texts"},
     "mutant-pixels-change": {"signature.pixels_change": "encoder input"},
     "mutant-pixels-outside-marker": {"signature.pixels_change_only_in_marker": "outside the declared marker"},
+    "mutant-blurs-the-target": {"signature.pixels_change_only_in_marker": "outside the declared marker"},
     "mutant-vision-tokens-grow": {"signature.vision_tokens_grow": "vision sequence"},
     "mutant-vision-prompts-ignore-text": {"signature.vision_prompt_grad_wrt_text_prompt": "text prompts",
                                           "signature.crossmodal_dependence": "no parameter shared by both"},
@@ -342,4 +401,6 @@ EXPECTED_RED: dict[str, dict[str, str]] = {
     "mutant-frozen-image-path": {"frozen_image_path": "cached-feature logits differ"},
     "mutant-variant": {},
     "mutant-variant:csc": {"signature.image_changes": "frozen image feature"},
+    "mutant-test-time-detached": {"signature.trains": "no gradient"},
+    "mutant-views-edit-image": {"signature.pixels_change": "never reach the tower unchanged"},
 }

@@ -17,6 +17,25 @@ from vlmeft.data.types import ClassificationTask, Split
 os.environ["VLMEFT_CACHE"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vlmeft-test-cache-{os.getpid()}")
 
 
+@pytest.fixture()
+def one_thread():
+    """Torch on one thread for the test (the machine is shared); restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images_for(backbone, n: int = 3, seed: int = 0):
+    """``n`` seeded random images at the backbone's resolution (probe inputs for method tests)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, backbone.image_size, backbone.image_size, generator=g)
+
+
 @pytest.fixture(scope="session")
 def tiny_vit():
     """Random-init ``vlmeft-tiny-vit`` (ViT 3x96, patch 8, 32 px; text 3x64; embed 48)."""

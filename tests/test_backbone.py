@@ -135,6 +135,76 @@ def test_hook_appended_tokens_are_dropped(tiny_vit):
     assert tokens.shape[1] == tiny_vit.num_patches and out.shape == (2, tiny_vit.embed_dim)
 
 
+def test_no_attention_mask_is_open_clips_output_exactly(tiny_vit):
+    """The optional extra mask changes nothing when absent, and an all-zero mask is no mask."""
+    tokens, images = tiny_vit.tokenize(PROMPTS), _images(tiny_vit, n=2)
+    n_img = 1 + tiny_vit.num_patches
+    with torch.no_grad():
+        ref_t, ref_i = tiny_vit.model.encode_text(tokens), tiny_vit.model.encode_image(images)
+        torch.testing.assert_close(tiny_vit.encode_text(tokens, attn_mask=None), ref_t, atol=1e-6, rtol=0)
+        torch.testing.assert_close(tiny_vit.encode_image(images, attn_mask=None), ref_i, atol=1e-6, rtol=0)
+        zeros_t = torch.zeros(tokens.shape[1], tokens.shape[1])
+        torch.testing.assert_close(tiny_vit.encode_text(tokens, attn_mask=zeros_t), ref_t, atol=1e-6, rtol=0)
+        torch.testing.assert_close(tiny_vit.encode_image(images, attn_mask=torch.zeros(n_img, n_img)), ref_i,
+                                   atol=1e-6, rtol=0)
+
+
+def test_read_only_prompts_leave_the_original_tokens_unchanged(tiny_vit):
+    """RPO's mask: prompts appended to the image sequence, and no token may attend to them.
+    The class token then sees exactly the frozen model's sequence; without the mask it does not."""
+    images = _images(tiny_vit, n=2)
+    k = 3
+    prompts = torch.randn(1, k, tiny_vit.vision_width, generator=torch.Generator().manual_seed(2))
+    seq = 1 + tiny_vit.num_patches + k
+    blocked = torch.zeros(seq, seq, dtype=torch.bool)
+    blocked[:, -k:] = True
+    with torch.no_grad():
+        frozen = tiny_vit.encode_image(images)
+        read_only = tiny_vit.encode_image(images, prompt_tokens=prompts, attn_mask=blocked)
+        open_prompts = tiny_vit.encode_image(images, prompt_tokens=prompts)
+        additive = tiny_vit.encode_image(images, prompt_tokens=prompts,
+                                         attn_mask=torch.zeros(seq, seq).masked_fill(blocked, float("-inf")))
+    torch.testing.assert_close(read_only, frozen, atol=1e-5, rtol=0)
+    torch.testing.assert_close(additive, read_only, atol=0, rtol=0)  # bool and -inf masks are the same mask
+    assert (open_prompts - frozen).abs().max() > 1e-4
+
+
+def test_per_sequence_text_masks_reach_their_own_sequence_only(tiny_vit):
+    """A ``[N, L, L]`` mask is one mask per sequence (expanded over the heads in
+    nn.MultiheadAttention's order): blocking a token in sequence 0 changes only sequence 0."""
+    tokens = tiny_vit.tokenize(PROMPTS)
+    n, length = tokens.shape
+    mask = torch.zeros(n, length, length, dtype=torch.bool)
+    mask[0, 2:, 1] = True  # in sequence 0, no later token may read token 1
+    with torch.no_grad():
+        plain = tiny_vit.encode_text(tokens)
+        masked = tiny_vit.encode_text(tokens, attn_mask=mask)
+    assert (masked[0] - plain[0]).abs().max() > 1e-4
+    torch.testing.assert_close(masked[1:], plain[1:], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="attn_mask must be"):
+        tiny_vit.encode_text(tokens, attn_mask=torch.zeros(1, 1, n, length, length))
+
+
+def test_token_features_of_the_pooled_token_equal_the_pooled_features(tiny_vit):
+    """``text_token_features`` / ``vision_token_features`` on the final hidden states at the
+    pooled position give the encoders' own outputs (so any other token's feature is comparable)."""
+    tokens, images = tiny_vit.tokenize(PROMPTS), _images(tiny_vit, n=2)
+    seen = {}
+
+    def keep(tower):
+        def hook(i, x):
+            seen[tower] = x
+            return x
+        return hook
+
+    with torch.no_grad():
+        text = tiny_vit.encode_text(tokens, layer_hook=keep("text"))
+        image = tiny_vit.encode_image(images, layer_hook=keep("image"))
+        eot = seen["text"][torch.arange(len(tokens)), tokens.argmax(dim=-1)]
+        torch.testing.assert_close(tiny_vit.text_token_features(eot), text, atol=1e-6, rtol=0)
+        torch.testing.assert_close(tiny_vit.vision_token_features(seen["image"][:, 0]), image, atol=1e-6, rtol=0)
+
+
 def test_pixel_hook_edits_input(tiny_vit):
     images = _images(tiny_vit, n=2)
     with torch.no_grad():
@@ -147,11 +217,45 @@ def test_pixel_hook_edits_input(tiny_vit):
 @pytest.mark.parametrize("kwargs", [
     {"prompt_tokens": torch.zeros(1, 2, 16)},
     {"layer_hook": lambda i, x: x},
-    {"return_tokens": True},
 ])
 def test_vision_token_features_on_resnet_raise(tiny_rn, kwargs):
     with pytest.raises(VlmeftError, match="ResNet"):
         tiny_rn.encode_image(_images(tiny_rn), **kwargs)
+
+
+def test_resnet_local_features_are_the_attention_pool_at_every_position():
+    """On a ResNet, ``return_tokens`` gives the attention pool's output with each position
+    of the last feature map as the query (PLOT's RN50 local features); the pooled feature is
+    bit-identical to the plain path. Checked against a direct computation of the attention
+    on a 2x2 grid (64 px input)."""
+    import open_clip
+
+    from vlmeft.backbone.factory import register_configs
+    from vlmeft.backbone.wrapper import Backbone
+
+    register_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model("vlmeft-tiny-rn", pretrained=None, force_image_size=64)
+    bb = Backbone(model, open_clip.get_tokenizer("vlmeft-tiny-rn"), name="vlmeft-tiny-rn", pretrained=None,
+                  weights_id="random:grid2")
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = bb.encode_image(images)
+        pooled, tokens = bb.encode_image(images, return_tokens=True)
+        visual = model.visual
+        x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(images)))))
+        pool = visual.attnpool
+        seq = torch.cat([x.flatten(2).mean(-1, keepdim=True), x.flatten(2)], dim=-1).transpose(1, 2)  # [B, 1+HW, C]
+        seq = seq + pool.positional_embedding
+        heads, width = pool.num_heads, seq.shape[-1]
+        split = lambda t: t.view(t.shape[0], t.shape[1], heads, width // heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(pool.q_proj(seq)), split(pool.k_proj(seq)), split(pool.v_proj(seq))
+        attn = torch.softmax(q @ k.transpose(-1, -2) / (width // heads) ** 0.5, dim=-1)
+        expected = pool.c_proj((attn @ v).transpose(1, 2).reshape(seq.shape))
+    assert torch.equal(pooled, plain)
+    assert tokens.shape == (3, 4, bb.embed_dim)
+    torch.testing.assert_close(tokens, expected[:, 1:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pooled, expected[:, 0], atol=1e-5, rtol=1e-5)
 
 
 def test_resnet_text_side_hooks_work(tiny_rn):

@@ -201,6 +201,23 @@ def test_cells_measured_with_other_code_are_measured_again(tiny_vit, tmp_path):
     assert len(read_results(first.path)["rows"]) == 1
 
 
+@pytest.mark.parametrize(("method", "base"), [("cupl", "dclip.py"), ("fgvp", "red_circle.py"),
+                                             ("promptsrc", "ivlp.py"), ("cocoop", "coop.py")])
+def test_code_fingerprint_covers_the_method_classes_a_method_builds_on(method, base, tmp_path, monkeypatch):
+    """A method subclassing another method's class is re-measured when that module changes."""
+    from vlmeft.bench import cells
+
+    files = cells.code_files(method)
+    assert base in [f.name for f in files]
+    # The fingerprint reads the files: a changed base module gives another fingerprint.
+    before = cells.code_fingerprint.__wrapped__(method)
+    target = next(f for f in files if f.name == base)
+    copy = tmp_path / base
+    copy.write_bytes(target.read_bytes() + b"\n# changed\n")
+    monkeypatch.setattr(cells, "code_files", lambda m: [copy if f == target else f for f in files])
+    assert cells.code_fingerprint.__wrapped__(method) != before
+
+
 def test_worker_processes_measure_the_same_numbers(tmp_path):
     """--jobs 2: cells run in spawned workers give the rows one process gives (seeded)."""
     from vlmeft.backbone import load_backbone

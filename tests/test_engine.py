@@ -162,6 +162,47 @@ def test_augment_bypasses_the_cache_and_bf16_runs(tiny_vit, tiny_task):
     assert torch.isfinite(method.map.weight).all() and method.map.weight.abs().sum() > 0
 
 
+class GroupedAdapter(UncachedAdapter):
+    """Two optimiser groups (the second frozen by a zero lr multiplier) and an epoch log."""
+
+    name = "test-grouped-adapter"
+
+    def __init__(self, backbone, classnames, templates, config=None):
+        super().__init__(backbone, classnames, templates, config)
+        self.shift = nn.Parameter(torch.zeros(backbone.embed_dim))
+        self.events: list[tuple] = []
+
+    def adapt_image_features(self, features):
+        if not self.training:
+            self.events.append(("eval",))
+        return F.normalize(features + self.map(features) + self.shift, dim=-1)
+
+    def parameter_groups(self):
+        return [([self.map.weight], 1.0), ([self.shift], 0.0)]
+
+    def end_epoch(self, epoch, epochs):
+        self.events.append(("end", epoch, epochs))
+
+
+def test_parameter_groups_scale_the_lr_and_end_epoch_runs_before_val(tiny_vit, tiny_task):
+    method = _build(GroupedAdapter, tiny_vit, tiny_task, epochs=3)
+    fit(method, tiny_task.train, tiny_task.val, seed=1, progress=False)
+    assert method.map.weight.abs().sum() > 0  # multiplier 1: trained
+    assert torch.equal(method.shift, torch.zeros_like(method.shift))  # multiplier 0: never moved
+    ends = [e for e in method.events if e[0] == "end"]
+    assert ends == [("end", 0, 3), ("end", 1, 3), ("end", 2, 3)]
+    # Each epoch's end comes before that epoch's val evaluation.
+    order = [e[0] for e in method.events]
+    assert [order[i + 1] for i, e in enumerate(order) if e == "end"] == ["eval"] * 3
+
+
+def test_parameter_groups_must_hold_every_trainable_parameter(tiny_vit, tiny_task):
+    method = _build(GroupedAdapter, tiny_vit, tiny_task, epochs=1)
+    method.parameter_groups = lambda: [([method.map.weight], 1.0)]  # shift left out
+    with pytest.raises(RuntimeError, match="exactly once"):
+        fit(method, tiny_task.train, None, seed=1, progress=False)
+
+
 def test_adamw_and_schedule():
     cfg = AdapterConfig(epochs=10, lr=1.0, warmup_epochs=2, warmup_lr=1e-5)
     lrs = [lr_at(e, cfg) for e in range(10)]

@@ -38,7 +38,7 @@ def test_vp_edits_only_the_border_and_keeps_text_frozen(fixture: str, request: p
     inside = (slice(None), slice(None), slice(pad, -pad), slice(pad, -pad))
     assert torch.equal(edited[inside], images[inside])
     assert (edited - images).abs().amax(dim=1)[:, :pad].min() > 0  # every border pixel moves
-    assert torch.equal(vp.text_features(), bb.zero_shot_weights(CLASSES, TEMPLATES))
+    assert torch.equal(vp.text_features(), bb.zero_shot_weights(CLASSES, vp.text_templates()))
     logits = vp(images)
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
     vp(images).logsumexp(-1).sum().backward()
@@ -166,3 +166,126 @@ def test_red_circle_beats_random_on_scenes_with_synthclip() -> None:
     rc = registry.get("red-circle")(load_backbone("synthclip-tiny"))
     acc, chance = grounding_accuracy(rc, samples), random_choice_accuracy(samples)
     assert acc > chance + 0.05, (acc, chance)
+
+
+# ---------------------------------------------------------------------- EVP
+def test_evp_pads_the_shrunk_image_with_the_frame(tiny_vit) -> None:  # noqa: ANN001
+    import torch.nn.functional as F
+
+    evp = registry.build("evp", tiny_vit, CLASSES, TEMPLATES, recipe="paper")
+    assert evp.pad == 4 and evp.num_trainable() == 3 * (32 * 32 - 24 * 24)
+    mean = torch.tensor(tiny_vit.mean).view(1, 3, 1, 1)
+    std = torch.tensor(tiny_vit.std).view(1, 3, 1, 1)
+    pixels = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        for p in evp.trainable_parameters():
+            p.uniform_(-1, 1)
+        out = evp.prompted((pixels - mean) / std) * std + mean  # back to pixel space
+    shrunk = F.interpolate(pixels, size=(24, 24), mode="bicubic", align_corners=False, antialias=True)
+    assert torch.allclose(out[..., 4:-4, 4:-4], shrunk, atol=1e-5)  # the image, not overlaid
+    frame = evp.prompt.frame()
+    border = torch.ones(32, 32, dtype=torch.bool)
+    border[4:-4, 4:-4] = False
+    assert torch.allclose(out[..., border], frame.expand(2, -1, -1, -1)[..., border], atol=1e-5)  # zeros + frame
+
+
+def test_evp_step_is_the_official_normalised_gradient_update(tiny_vit) -> None:  # noqa: ANN001
+    """One SGD step of EVP equals the official update on a full-size perturbation,
+    ``delta -= lr * mask * g / ||g||`` with g the gradient of the *whole* perturbation."""
+    import torch.nn.functional as F
+
+    lr = 0.7
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2, 0])
+    evp = registry.build("evp", tiny_vit, CLASSES, TEMPLATES, {"lr": str(lr)}, recipe="paper")
+    with torch.no_grad():  # a non-zero starting frame, so the step is not taken from the origin
+        for p in evp.trainable_parameters():
+            p.normal_(0, 0.1)
+    start = evp.prompt.frame().detach()
+
+    # The official formulation, written out here: a full image-sized delta and a mask.
+    mean = torch.tensor(tiny_vit.mean).view(1, 3, 1, 1)
+    std = torch.tensor(tiny_vit.std).view(1, 3, 1, 1)
+    delta = start.clone().requires_grad_(True)
+    mask = torch.ones(1, 3, 32, 32)
+    mask[..., 4:-4, 4:-4] = 0
+    shrunk = F.interpolate(images * std + mean, size=(24, 24), mode="bicubic", align_corners=False, antialias=True)
+    x = (F.pad(shrunk, (4, 4, 4, 4)) + delta - mean) / std
+    text = tiny_vit.zero_shot_weights(CLASSES, TEMPLATES)
+    logits = tiny_vit.logit_scale() * tiny_vit.encode_image(x, normalize=True) @ text.t()
+    (g,) = torch.autograd.grad(F.cross_entropy(logits, labels), delta)
+    expected = start - lr * mask * g / (g.norm() + 1e-10)
+
+    opt = torch.optim.SGD(evp.trainable_parameters(), lr=lr, momentum=0.0)
+    F.cross_entropy(evp(images), labels).backward()
+    opt.step()
+    assert torch.allclose(evp.prompt.frame(), expected, atol=1e-5)
+    assert g[..., 4:-4, 4:-4].abs().sum() > 0  # the inside's gradient counts in the norm...
+    assert torch.equal(evp.prompt.frame()[..., 4:-4, 4:-4], torch.zeros(1, 3, 24, 24))  # ...but never moves it
+
+
+def test_evp_recipes() -> None:
+    from vlmeft.methods.prompt_visual_pixel.evp import EVP, Config
+    from vlmeft.recipes import config_for
+
+    cfg = Config()
+    assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (70.0, 1000, 256, 0.0, 0.0)
+    assert (cfg.augment, cfg.crop_scale, cfg.schedule, cfg.warmup_epochs, cfg.grad_norm) == (True, 1.0, "dassl", 0, True)
+    embedded = config_for(EVP, "embedded")
+    assert (embedded.lr, embedded.epochs, embedded.augment) == (3.0, 100, False)
+    with pytest.raises(VlmeftError, match="pad"):
+        cfg.apply_overrides({"pad": "-2"})
+
+
+# --------------------------------------------------------------------- FGVP
+def test_fgvp_blurs_everything_but_each_box(tiny_vit) -> None:  # noqa: ANN001
+    from vlmeft.methods.prompt_visual_annotation.fgvp import gaussian_blur, inside_boxes
+
+    fg = registry.get("fgvp")(tiny_vit)
+    assert fg.tasks == ("grounding",) and fg.training_free and fg.num_trainable() == 0
+    assert fg.sigma == pytest.approx(100 * 32 / 336)  # the paper's 100 px at 336, scaled
+    image, boxes = _scene(2)
+    unit = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    marked = fg.mark(unit, boxes)
+    mean, std = torch.tensor(tiny_vit.mean).view(3, 1, 1), torch.tensor(tiny_vit.std).view(3, 1, 1)
+    blurred = (gaussian_blur(unit, fg.sigma) - mean) / std
+    plain = (unit - mean) / std
+    inside = inside_boxes(torch.from_numpy(boxes), 32)
+    marker = fg.marker_mask(boxes, image.shape[:2])
+    assert torch.equal(marker, ~inside) and inside.any(dim=(1, 2)).all() and marker.any(dim=(1, 2)).all()
+    for k in range(3):
+        assert torch.allclose(marked[k][:, inside[k]], plain[:, inside[k]], atol=1e-6)  # the target stays sharp
+        assert torch.allclose(marked[k][:, ~inside[k]], blurred[:, ~inside[k]], atol=1e-6)
+        assert (marked[k] - plain).abs().amax(dim=0)[~inside[k]].gt(1e-3).float().mean() > 0.9  # and the rest changed
+    with pytest.raises(VlmeftError, match="grounding"):
+        fg(torch.randn(1, 3, 32, 32))
+
+
+def test_gaussian_blur_keeps_flat_images_and_spreads_a_dot() -> None:
+    from vlmeft.methods.prompt_visual_annotation.fgvp import gaussian_blur
+
+    flat = torch.full((3, 16, 16), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 5.0), flat, atol=1e-6)  # edges replicated: no dark border
+    dot = torch.zeros(1, 15, 15)
+    dot[0, 7, 7] = 1.0
+    out = gaussian_blur(dot, 1.0)
+    assert out.sum() == pytest.approx(1.0, abs=1e-5) and out[0, 7, 7] < 0.2
+    assert torch.allclose(out[0, 7, 6], out[0, 6, 7]) and out[0, 7, 6] > out[0, 7, 5]  # symmetric, decaying
+    assert torch.equal(gaussian_blur(dot, 0.0), dot)
+
+
+@pytest.mark.slow
+def test_fgvp_beats_random_on_scenes_with_synthclip() -> None:
+    from tests.conftest import synthclip_available
+
+    if not synthclip_available():
+        pytest.skip("synthclip-tiny weights are not installed in this checkout")
+    from vlmeft.backbone import load_backbone
+    from vlmeft.data.tasks import get_task
+    from vlmeft.methods.prompt_visual_annotation.red_circle import grounding_accuracy, random_choice_accuracy
+
+    samples = get_task("scenes", 1).grounding[:150]  # seed 1: the val scenes the recipe was chosen on
+    fg = registry.get("fgvp")(load_backbone("synthclip-tiny"))
+    acc, chance = grounding_accuracy(fg, samples), random_choice_accuracy(samples)
+    assert acc > chance + 0.2, (acc, chance)

@@ -140,7 +140,7 @@ def test_save_then_eval_on_novel_classes(capsys, tmp_path):
     (["run", "zsclip", "--task", "scenes"], "is a scene task, not image classification: pass --protocol"),
     (["run", "zsclip", "--task", "digits", "--protocol", "retrieval"], "runs on a scene task (scenes)"),
     (["run", "coop", "--task", "scenes", "--protocol", "grounding"], "does not do grounding here; methods that do: "
-                                                                     "red-circle, zsclip"),
+                                                                     "fgvp, red-circle, zsclip"),
     (["run", "coop", "--task", "scenes", "--protocol", "retrieval"], "does not do retrieval here; methods that do:"),
     (["run", "zsclip", "--task", "imagefolder:/no/such/folder"], "image folder does not exist"),
     (["eval", "zsclip", "--checkpoint", "/no/such/ckpt", "--task", "digits"], "checkpoint folder does not exist"),

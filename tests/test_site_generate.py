@@ -85,6 +85,21 @@ def test_every_record_and_node_gets_a_page(kb, site) -> None:
     assert all(path.startswith(GEN + "/") for path in site.files)
 
 
+def test_run_command_and_recipe_wording_follow_the_method(kb, site) -> None:
+    """A grounding method is run on the scenes (digits would refuse it); a training-free
+    method "runs", it does not "train", under its recipes."""
+    from vlmeft.sitegen.sections import run_command
+
+    assert run_command("red-circle") == "vlmeft run red-circle --task scenes"
+    assert run_command("coop") == "vlmeft run coop --task digits --shots 4 --seed 1"
+    if "red-circle" in kb.methods:
+        assert "vlmeft run red-circle --task scenes" in site.files[method_path("red-circle")]
+    assert "`coop` trains under two recipes" in site.files[method_path("coop")]
+    if "zsclip" in kb.methods:
+        page = site.files[method_path("zsclip")]
+        assert "`zsclip` runs under two recipes" in page and "`zsclip` trains" not in page
+
+
 def test_method_page_holds_metadata_citations_and_aliases(kb, site) -> None:
     page = site.files[method_path("coop")]
     assert page.splitlines()[0] == "---" and 'title: "CoOp"' in page
@@ -385,6 +400,21 @@ def test_zero_shot_methods_are_flat_reference_lines() -> None:
     assert not coop.flat and coop.xs == (1, 16) and coop.ys == pytest.approx((0.55, 0.8))
     assert coop.errs == pytest.approx((0.05, 0.0))
     assert accuracy_vs_shots(aggregate(rows), "t").startswith(b"\x89PNG")
+
+
+def test_shot_plot_has_one_panel_per_method_family() -> None:
+    """Forty methods on one axis cannot be told apart: the plot draws a panel per family,
+    each read against zero-shot CLIP."""
+    from vlmeft.sitegen.plots import _family
+
+    assert _family("coop") == "prompt.textual.learnable" and _family("zsclip") == "prompt.textual.handcrafted"
+    assert _family("maple") == "prompt.multimodal" and _family("clip-adapter") == "adapter.unimodal"
+    assert _family("linear-probe") == "baseline" and _family("no-such-method") == "baseline"
+    rows = [_row("zsclip", shots=0, accuracy=0.55), _row("coop", shots=1, accuracy=0.6),
+            _row("clip-adapter", shots=1, accuracy=0.7)]
+    one = accuracy_vs_shots(aggregate(rows[:2]), "t")
+    two = accuracy_vs_shots(aggregate(rows), "t")
+    assert one.startswith(b"\x89PNG") and two.startswith(b"\x89PNG") and one != two
 
 
 def test_bench_rows_are_validated(tmp_path) -> None:

@@ -87,7 +87,7 @@ class MethodConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 2e-3
-    optimizer: typing.Literal["sgd", "adamw"] = "sgd"
+    optimizer: typing.Literal["sgd", "adamw", "adam"] = "sgd"  # adam: Dassl's (L2 weight decay)
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: int = 1  # constant warm-up at warmup_lr, as in CoOp's recipe
@@ -106,7 +106,7 @@ class MethodConfig:
     # Which trained state is kept: "last" (Dassl's TEST.FINAL_MODEL "last_step") or "val"
     # (the epoch with the best accuracy on the few-shot val split).
     select: Select = "last"
-    precision: typing.Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast
+    precision: typing.Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds a GradScaler (GPU only)
     # Opt-in lr rescaling by logit scale. Cross-entropy gradients are proportional to the
     # logit scale, so a paper's SGD lr (tuned at CLIP's 100) takes smaller steps on a backbone
     # with a smaller learned scale (synthclip-tiny: ~22). With lr_logit_scale = S > 0 and SGD,
@@ -120,6 +120,13 @@ class MethodConfig:
     # paper's epochs give fewer (40 images at batch 32 = 1 step an epoch), the engine runs
     # more epochs (the cosine schedule stretches over them). 0 = exactly `epochs`.
     min_steps: int = 0
+    # The hand-written templates of the frozen text side (the zero-shot classifier, KgCoOp's
+    # reference features, the one prompt per class of an adapted text tower): "" = the task's
+    # templates (an ensemble; adapted text towers take the first), "first" = the task's first
+    # template only (a dataset's single CoOp template), or a template of its own with one "{}"
+    # (VPT in the MaPLe repository: "a photo of a {}.").
+    text_template: str = ""
+
     # When > 0, training runs exactly steps_per_shot x shots optimiser steps whatever
     # `epochs` says (CLIP-LoRA's "500 x shots iterations"); shots = the largest class.
     steps_per_shot: int = 0
@@ -189,6 +196,19 @@ class MethodConfig:
             raise VlmeftError(f"lr_logit_scale must be non-negative, got {self.lr_logit_scale}", where="--set")
         if not 0.0 < self.crop_scale <= 1.0:
             raise VlmeftError(f"crop_scale must lie in (0, 1], got {self.crop_scale}", where="--set")
+        if self.text_template not in ("", "first") and self.text_template.count("{}") != 1:
+            raise VlmeftError(
+                f"text_template must be '' (the task's templates), 'first' or a template with one '{{}}', "
+                f"got {self.text_template!r}",
+                where="--set",
+            )
+
+
+def _autocast_state(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device`` here, or None when it is off: text
+    features cached under bf16 are not the fp32 ones."""
+    kind = device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
 class Method(nn.Module):
@@ -209,6 +229,9 @@ class Method(nn.Module):
     frozen_image_path: ClassVar[bool] = False
     # Text features depend on the image (CoCoOp's conditional context): never cached.
     image_conditioned_text: ClassVar[bool] = False
+    # The image tower also receives augmented views of each input image, sent with the
+    # unchanged image itself (TPT's test-time views): augmentation, not a pixel prompt.
+    test_time_views: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     # Configs that switch the mechanism (``--set`` strings by variant name, e.g.
     # ``{"shallow": {"deep": "false"}}``): the conformance matrix probes each as its own row.
@@ -262,13 +285,31 @@ class Method(nn.Module):
         """Rebuild class-dependent, non-persistent buffers. Subclasses override and call it
         at the end of their ``__init__`` once their own tensors exist."""
 
+    def set_virtual_classnames(self, classnames: Sequence[str]) -> None:
+        """Class names known before training that have no training images (the base-to-novel
+        protocol passes the novel half). A method that can learn from names alone overrides
+        it (LASP-V's virtual classes); every other method ignores them."""
+
     @property
     def device(self) -> torch.device:
         return self.backbone.device
 
+    def text_templates(self) -> list[str]:
+        """The hand-written templates in force (``config.text_template``; see MethodConfig)."""
+        choice = self.config.text_template
+        if choice == "first":
+            return self.templates[:1] or ["{}"]
+        if choice:
+            return [choice]
+        return list(self.templates) or ["{}"]
+
     def zero_shot_weights(self) -> Tensor:
-        """The frozen hand-crafted classifier for the current label set ``[C, E]``."""
-        return self.backbone.zero_shot_weights(self.classnames, self.templates)
+        """The frozen hand-crafted classifier for the current label set ``[C, E]``, from the
+        templates in force (:meth:`text_templates`), always computed in fp32 (the backbone
+        caches it; an autocast region must not leave a half-precision copy there for later
+        fp32 use)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.backbone.zero_shot_weights(self.classnames, self.text_templates())
 
     # ---------------------------------------------------------------- towers
     def frozen_image_features(self, images: Tensor) -> Tensor:
@@ -293,14 +334,15 @@ class Method(nn.Module):
         should cost what zero-shot CLIP costs. The cache is used only in eval mode without
         autograd, and is keyed on the identity and in-place version counter of every
         parameter and buffer, so an optimiser step, a loaded checkpoint, new class names
-        or a probe editing a tensor in place all invalidate it.
+        or a probe editing a tensor in place all invalidate it; so does a change of
+        autocast precision.
         """
         if self.image_conditioned_text:
             return self.text_features(image_features)
         if self.training or torch.is_grad_enabled():
             return self.text_features(None)
         key = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
-        key += (tuple(self.classnames), tuple(self.templates))
+        key += (tuple(self.classnames), tuple(self.templates), _autocast_state(self.device))
         cached = self.__dict__.get("_text_cache")
         if cached is None or cached[0] != key:
             cached = (key, self.text_features(None))
@@ -325,9 +367,22 @@ class Method(nn.Module):
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits, labels)
 
+    def backward(self, loss: Tensor) -> None:
+        """Fill the trainable tensors' ``.grad`` from ``loss`` (the engine calls this between
+        ``zero_grad`` and the optimiser step). A method that edits its update direction
+        overrides it (ProGrad projects the gradient); the default is plain backprop."""
+        loss.backward()
+
     def fit_cache(self, features: Tensor, labels: Tensor) -> None:
         """Called once before training with frozen features of the few-shot train set
         (cache-based methods build their key-value memory here)."""
+
+    def start_test_stream(self) -> None:
+        """Called by every evaluation before the first sample of a pass over a split (the
+        engine's ``predict``, the conformance harness): a test-time method that learns
+        from the stream it is shown (TDA's caches) forgets the previous pass here, and
+        then consumes samples in the order given, however they are batched. A no-op for
+        every method whose outputs do not depend on earlier samples."""
 
     def select_on_val(self, features: Tensor, labels: Tensor) -> dict[str, float]:
         """Choose hyperparameters on frozen val features only; returns what was chosen."""
@@ -335,6 +390,17 @@ class Method(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """``(parameters, lr multiplier)`` per optimiser group: the engine trains each group at
+        ``multiplier x`` the scheduled lr (DPT's text prompts learn at 1/5 of its vision
+        side's rate). Default: every trainable parameter at the scheduled lr."""
+        return [(self.trainable_parameters(), 1.0)]
+
+    def end_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the engine after the optimiser steps of 0-based ``epoch`` of ``epochs``
+        (before any val evaluation of that epoch): for methods whose training changes
+        with the epoch (PromptSRC's Gaussian prompt aggregation, DPT's guidance phase)."""
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())

@@ -52,6 +52,7 @@ EMBEDDED_BACKBONES = {EMBEDDED_BACKBONE: _SHIPPED_WEIGHTS_PREFIX, "synthcoca-tin
 EMBEDDED_BASE: dict[str, Any] = {
     "select": "val",  # keep the epoch with the best val accuracy
     "augment": False,  # the exact frozen-feature cache stays usable
+    "text_template": "",  # the task's own template ensemble (paper recipes name their official prompt)
     "schedule": "legacy",  # the project's first cosine (one epoch ahead of Dassl's)
     "precision": "fp32",
 }

@@ -49,6 +49,16 @@ open_clip model with no trace of LoRA left.
   2e-4 reached only 0.650 and took 4x longer.
 * A ResNet image tower has no attention blocks here: LoRA is then applied to the text
   tower only (the image feature stays the frozen one).
+
+## Fidelity
+One training step against MaxZanella/CLIP-LoRA @ 358f0d7 (``loralib`` applied by its own
+``apply_lora`` to the repository's CLIP, the step of ``lora.py``; setup in
+:mod:`vlmeft.methods`): rank 2, alpha 1, q/k/v in all 12 blocks of both towers, B drawn
+non-zero so that A gets a gradient, the LoRA dropout switched off on both sides: max abs
+difference of logits 6.9e-6 (1.9e-6 relative), loss 4.8e-7, gradients of all 144 LoRA
+matrices 3.9e-8 (1.0e-5 relative at most). The record stays ``simplified``: the dropout
+differs (see above). The official logit scale is a fixed 100 (``logit_scale = 100`` in
+``main.py``), ours the backbone's: the same on OpenAI and LAION CLIP, whose scale is 100.
 """
 
 from __future__ import annotations
@@ -160,7 +170,7 @@ class CLIPLoRA(ReencodedTextMixin, Method):
             a = a * keep  # zero whole input features of the LoRA branch
         d = a.shape[-1]
         out = a.new_zeros(3, d, d)
-        out[self.slots] = b @ a
+        out[self.slots] = (b @ a).to(out.dtype)  # under bf16/fp16 autocast the product is half precision
         return self.scale * out.reshape(3 * d, d)
 
     def overrides(self, tower: str) -> dict[str, Tensor]:

@@ -119,13 +119,18 @@ def _unit_images(images: Any) -> list[Tensor]:
     return list(images.float())
 
 
-@registry.register(reference_for="prompt.visual.annotation")
-class RedCircle(Method):
-    """Zero-shot grounding: mark each candidate box with a red ellipse, score marked images."""
+class BoxAnnotation(Method):
+    """Zero-shot grounding by editing the picture once per candidate box: the shared
+    mechanics of annotation prompts (red circle, FGVP's blur).
 
-    name = "red-circle"
+    A subclass says where its marker lies (:meth:`region`, bool ``[K, S, S]`` at the
+    encoder's input size) and how it paints it (:meth:`paint`); the base resizes the
+    image to the encoder, maps the boxes along, encodes every marked picture and scores
+    it against the frozen text feature of the expression, optionally minus each box's
+    mean score for the other expressions (the red-circle paper's prior). Its config needs
+    ``batch_size``, ``template`` and ``subtract_prior``."""
+
     category = "prompt.visual.annotation"
-    Config = Config
     requires_vision_tokens = False  # pixels only: ResNet towers work too
     training_free = True
     frozen_image_path = False
@@ -136,11 +141,10 @@ class RedCircle(Method):
         backbone: Backbone,
         classnames: Sequence[str] = (),
         templates: Sequence[str] = ("{}",),
-        config: Config | None = None,
+        config: MethodConfig | None = None,
     ) -> None:
         super().__init__(backbone, classnames, templates, config)
         self.negatives: list[str] = []
-        self._rgb = self.config.rgb()
 
     # ------------------------------------------------------------ no classifier
     def _refuse(self) -> VlmeftError:
@@ -156,9 +160,13 @@ class RedCircle(Method):
         raise self._refuse()
 
     # ------------------------------------------------------------------ marker
-    @property
-    def thickness(self) -> float:
-        return self.config.thickness or max(1.0, 2.0 * self.backbone.image_size / 224.0)
+    def region(self, boxes: Tensor, size: int) -> Tensor:
+        """Bool ``[K, size, size]``: the pixels the marker of each box may change."""
+        raise NotImplementedError
+
+    def paint(self, image: Tensor, region: Tensor) -> Tensor:
+        """One ``[3, S, S]`` image in [0, 1] and its ``[K, S, S]`` regions -> ``[K, 3, S, S]``."""
+        raise NotImplementedError
 
     def _to_encoder(self, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         """Resize (shorter side) and centre-crop a ``[3, H, W]`` image to the encoder's size,
@@ -177,22 +185,6 @@ class RedCircle(Method):
         mapped = boxes * torch.tensor([sx, sy, sx, sy]) - torch.tensor([left, top, left, top], dtype=boxes.dtype)
         return out, mapped
 
-    def _ring(self, boxes: Tensor, size: int) -> Tensor:
-        """Bool ``[K, size, size]``: pixels whose centre lies within half the line width of
-        the ellipse around each box (encoder pixel coordinates)."""
-        coords = torch.arange(size, dtype=torch.float32) + 0.5
-        y, x = coords.view(1, -1, 1), coords.view(1, 1, -1)
-        b = boxes.float()
-        cx, cy = ((b[:, 0] + b[:, 2]) / 2).view(-1, 1, 1), ((b[:, 1] + b[:, 3]) / 2).view(-1, 1, 1)
-        ax = ((b[:, 2] - b[:, 0]).abs() / 2 * self.config.scale).clamp_min(0.5).view(-1, 1, 1)
-        ay = ((b[:, 3] - b[:, 1]).abs() / 2 * self.config.scale).clamp_min(0.5).view(-1, 1, 1)
-        u, v = (x - cx) / ax, (y - cy) / ay
-        d = torch.sqrt(u * u + v * v)
-        # First-order distance to the curve d == 1: |d - 1| / |grad d|.
-        grad = torch.sqrt((u / ax) ** 2 + (v / ay) ** 2) / d.clamp_min(1e-6)
-        dist = (d - 1).abs() / grad.clamp_min(1e-6)
-        return dist <= self.thickness / 2
-
     def marker_mask(self, boxes: Any, image_hw: tuple[int, int]) -> Tensor:
         """Where the marker for each box may change pixels: bool ``[K, S, S]`` at the
         encoder's input size ``S``, for ``boxes [K, 4]`` given on an ``image_hw`` image.
@@ -200,16 +192,14 @@ class RedCircle(Method):
         h, w = image_hw
         dummy = torch.zeros(3, h, w)
         _, mapped = self._to_encoder(dummy, torch.as_tensor(np.asarray(boxes), dtype=torch.float32))
-        return self._ring(mapped, self.backbone.image_size)
+        return self.region(mapped, self.backbone.image_size)
 
     def mark(self, image: Tensor, boxes: Any) -> Tensor:
         """One un-normalised ``[3, H, W]`` image in [0, 1] -> ``[K, 3, S, S]`` normalised
-        encoder inputs, the k-th with an ellipse drawn around box k."""
+        encoder inputs, the k-th with the marker of box k."""
         boxes_t = torch.as_tensor(np.asarray(boxes), dtype=torch.float32).reshape(-1, 4)
         resized, mapped = self._to_encoder(image, boxes_t)
-        ring = self._ring(mapped, resized.shape[-1]).unsqueeze(1)  # [K, 1, S, S]
-        color = torch.tensor(self._rgb).view(1, 3, 1, 1)
-        marked = torch.where(ring, color, resized.unsqueeze(0))
+        marked = self.paint(resized, self.region(mapped, resized.shape[-1]))
         mean = torch.tensor(self.backbone.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.backbone.std).view(1, 3, 1, 1)
         return ((marked - mean) / std).to(self.device, self.backbone.dtype)
@@ -265,7 +255,50 @@ class RedCircle(Method):
         return scores
 
 
-def grounding_accuracy(method: RedCircle, samples: Sequence[GroundingSample], *, chunk: int = 64) -> float:
+@registry.register(reference_for="prompt.visual.annotation")
+class RedCircle(BoxAnnotation):
+    """Zero-shot grounding: mark each candidate box with a red ellipse, score marked images."""
+
+    name = "red-circle"
+    category = "prompt.visual.annotation"
+    Config = Config
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        classnames: Sequence[str] = (),
+        templates: Sequence[str] = ("{}",),
+        config: Config | None = None,
+    ) -> None:
+        super().__init__(backbone, classnames, templates, config)
+        self._rgb = self.config.rgb()
+
+    @property
+    def thickness(self) -> float:
+        return self.config.thickness or max(1.0, 2.0 * self.backbone.image_size / 224.0)
+
+    def region(self, boxes: Tensor, size: int) -> Tensor:
+        """Bool ``[K, size, size]``: pixels whose centre lies within half the line width of
+        the ellipse around each box (encoder pixel coordinates)."""
+        coords = torch.arange(size, dtype=torch.float32) + 0.5
+        y, x = coords.view(1, -1, 1), coords.view(1, 1, -1)
+        b = boxes.float()
+        cx, cy = ((b[:, 0] + b[:, 2]) / 2).view(-1, 1, 1), ((b[:, 1] + b[:, 3]) / 2).view(-1, 1, 1)
+        ax = ((b[:, 2] - b[:, 0]).abs() / 2 * self.config.scale).clamp_min(0.5).view(-1, 1, 1)
+        ay = ((b[:, 3] - b[:, 1]).abs() / 2 * self.config.scale).clamp_min(0.5).view(-1, 1, 1)
+        u, v = (x - cx) / ax, (y - cy) / ay
+        d = torch.sqrt(u * u + v * v)
+        # First-order distance to the curve d == 1: |d - 1| / |grad d|.
+        grad = torch.sqrt((u / ax) ** 2 + (v / ay) ** 2) / d.clamp_min(1e-6)
+        dist = (d - 1).abs() / grad.clamp_min(1e-6)
+        return dist <= self.thickness / 2
+
+    def paint(self, image: Tensor, region: Tensor) -> Tensor:
+        color = torch.tensor(self._rgb).view(1, 3, 1, 1)
+        return torch.where(region.unsqueeze(1), color, image.unsqueeze(0))
+
+
+def grounding_accuracy(method: BoxAnnotation, samples: Sequence[GroundingSample], *, chunk: int = 64) -> float:
     """Fraction of samples whose best-scoring box is the target (the grounding task kind's
     evaluator; the negatives for the prior are all expressions of ``samples``)."""
     from vlmeft.kinds.grounding import accuracy
@@ -278,4 +311,4 @@ def random_choice_accuracy(samples: Sequence[GroundingSample]) -> float:
     return float(np.mean([1.0 / len(s.boxes) for s in samples]))
 
 
-__all__ = ["Config", "RedCircle", "grounding_accuracy", "random_choice_accuracy"]
+__all__ = ["BoxAnnotation", "Config", "RedCircle", "grounding_accuracy", "random_choice_accuracy"]

@@ -39,6 +39,7 @@ only those columns of the output projection also makes the tiny model's steps ch
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -234,7 +235,9 @@ class Captioner(Backbone):
     def decode_ids(self, ids: Sequence[int]) -> str:
         words = [int(t) for t in ids if int(t) not in (self.sot_id, self.eot_id, 0)]
         text = self.tokenizer.decode(words) if words else ""
-        return " ".join(text.split())
+        # open_clip's decoder puts a space before punctuation ("a star ."); written text has none
+        # (the scores drop punctuation either way).
+        return re.sub(r" ([.,?!;:])", r"\1", " ".join(text.split()))
 
     # ----------------------------------------------------------------- image
     def image_memory(self, images: Tensor, hooks: Hooks = NO_HOOKS) -> ImageMemory:

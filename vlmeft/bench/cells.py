@@ -41,21 +41,30 @@ _GENERATIVE_CODE = ("generative.py", "decoder_adapters.py", "engine/generative.p
                     "kinds/_generative.py", "data/vl.py")
 
 
-@lru_cache(maxsize=None)
-def code_fingerprint(method: str) -> str:
-    """A hash of the method's module and the shared training code: a finished cell whose
-    fingerprint differs was measured with other code, and is measured again."""
+def code_files(method: str) -> list[Path]:
+    """The files a method's results depend on: its own module, the modules of the method
+    classes it builds on (CuPL on DCLIP, FGVP on the red circle, PromptSRC on IVLP: a
+    change there changes it too) and the shared training code. Raises for an unknown id."""
     from vlmeft import registry
 
     root = Path(__file__).resolve().parents[1]  # the vlmeft package
-    try:
-        cls = registry.get(method)
-        files = [Path(inspect.getsourcefile(cls) or "")]
-    except (VlmeftError, ImportError, AttributeError, TypeError):
-        return ""  # no longer registered or importable: never counts as current
-    files += [root / name for name in _SHARED_CODE]
+    cls = registry.get(method)
+    bases = [k for k in cls.__mro__[1:] if k.__module__.startswith("vlmeft.methods.")]
+    files = dict.fromkeys(Path(inspect.getsourcefile(k) or "") for k in (cls, *bases))
+    shared = [root / name for name in _SHARED_CODE]
     if "vqa" in cls.tasks or "captioning" in cls.tasks:
-        files += [root / name for name in _GENERATIVE_CODE]
+        shared += [root / name for name in _GENERATIVE_CODE]
+    return list(files) + shared
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(method: str) -> str:
+    """A hash of :func:`code_files`: a finished cell whose fingerprint differs was measured
+    with other code, and is measured again."""
+    try:
+        files = code_files(method)
+    except (VlmeftError, ImportError, AttributeError, TypeError, KeyError):
+        return ""  # no longer registered or importable: never counts as current
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())

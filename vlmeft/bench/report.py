@@ -340,10 +340,7 @@ def digits_table(rows: Sequence[dict[str, Any]], seeds: Sequence[int] = (1, 2, 3
 
 def _report_one(rows: Sequence[dict[str, Any]]) -> str:
     g = Groups(rows)
-    out = ["## Headline
-
-", headline_section(rows), "
-"]
+    out = ["## Headline\n\n", headline_section(rows), "\n"]
     for kind in kinds.all_kinds():
         out += kind.report_sections(g)
     stability = stability_table(g)

@@ -6,12 +6,13 @@ shots=None)``. Tables call a :data:`Lookup` instead, so they do not depend on th
 module: :func:`from_kb` wraps it (and finds nothing while it does not exist),
 :func:`from_table` is the test double.
 
-Vocabulary handed over: datasets are CoOp's config names (``oxford_pets``) or
-``average`` (the papers' mean over the suite's datasets); protocols are ours
-(``few-shot``, ``base-to-novel``, ``cross-dataset``, ``domain-generalisation``); metrics
-``accuracy``, ``base``, ``novel``, ``hm``; backbones as the papers write them
-(``ViT-B/16``). Where the knowledge base spells one differently, map it in the
-dictionaries below, nowhere else. Values are percentages, as papers print them.
+Vocabulary: datasets are CoOp's config names (``oxford_pets``) or ``average`` (the
+papers' mean over a protocol's datasets: ``avg-11`` for few-shot and base-to-novel,
+``avg-10`` for cross-dataset, ``avg-4`` for domain generalisation); protocols and metrics
+(``accuracy``, ``base``, ``novel``, ``hm``) are the knowledge base's own ids; backbones are
+open_clip names, mapped by :func:`vlmeft.kb.results.backbone_id`. A backbone or dataset the
+vocabulary lacks (the embedded synthclip, a test config) has no reported number. Values are
+percentages, as papers print them.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# our name -> the knowledge base's (identity where absent)
-DATASETS: dict[str, str] = {}
-PROTOCOLS: dict[str, str] = {}
-METRICS: dict[str, str] = {}
-BACKBONES = {"ViT-B-16": "ViT-B/16", "ViT-B-32": "ViT-B/32", "ViT-L-14": "ViT-L/14", "RN50": "ResNet-50",
-             "RN101": "ResNet-101"}
+# The knowledge base's id for "the papers' average over the datasets" of each protocol.
+AVERAGES = {"few-shot": "avg-11", "base-to-novel": "avg-11", "cross-dataset": "avg-10",
+            "domain-generalisation": "avg-4"}
 
 # (method, dataset, protocol, metric, backbone, shots) -> the reported percentage, or None
 Lookup = Callable[[str, str, str, str, str, "int | None"], "float | None"]
@@ -50,11 +48,9 @@ def nothing(method: str, dataset: str, protocol: str, metric: str, backbone: str
 
 
 def from_kb(kb: Any = None) -> Lookup:
-    """The knowledge base's reported numbers (no numbers until ``vlmeft.kb.results`` exists)."""
-    try:
-        from vlmeft.kb.results import reported  # type: ignore[import-not-found]
-    except ImportError:
-        return nothing
+    """The knowledge base's reported numbers, through :func:`vlmeft.kb.results.reported`."""
+    from vlmeft.kb.results import backbone_id, dataset_id, reported
+
     if kb is None:
         from vlmeft.kb.load import load_kb
 
@@ -62,8 +58,15 @@ def from_kb(kb: Any = None) -> Lookup:
 
     def lookup(method: str, dataset: str, protocol: str, metric: str, backbone: str,
                shots: int | None = None) -> float | None:
-        return _number(reported(kb, method, DATASETS.get(dataset, dataset), PROTOCOLS.get(protocol, protocol),
-                                METRICS.get(metric, metric), BACKBONES.get(backbone, backbone), shots=shots))
+        if kb.vocab is None or method not in kb.methods:
+            return None
+        data = AVERAGES.get(protocol) if dataset == "average" else dataset_id(kb, dataset)
+        model = backbone_id(kb, backbone)
+        if data is None or model is None:
+            return None
+        hits = reported(kb, method, data, protocol, metric, model, shots=shots)
+        plain = [r for r in hits if not r.setting]  # the method's own setting before its variants
+        return _number((plain or hits)[0]) if hits else None
 
     return lookup
 

@@ -1,24 +1,29 @@
-"""The benchmark loop: plan the cells, skip the finished ones, run the rest, save each.
+"""The benchmark driver: plan the cells, skip the finished ones, hand the rest to an
+executor, save each outcome.
 
-Each finished cell is written to the results file before the next one starts
-(:class:`~vlmeft.bench.store.ResultStore`), so a run stopped by Ctrl-C, SIGTERM or
-SIGKILL keeps every cell it finished, and rerunning the same command picks up where it
-stopped. A cell that raises is recorded as a failure (one line) and the run goes on;
-failures are retried by the next run.
+The driver is the only writer of the results file (:class:`~vlmeft.bench.store.ResultStore`),
+whichever executor runs the cells (:mod:`vlmeft.bench.executors`: local processes or Ray).
+Each finished cell is written before the next outcome is read, so a run stopped by
+Ctrl-C, SIGTERM or SIGKILL keeps every cell it finished, and rerunning the same command
+picks up where it stopped. A cell that raises is recorded as a failure (one line) and
+the run goes on; failures are retried by the next run. One driver per results folder
+(:class:`~vlmeft.bench.store.DriverLock`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmeft.bench.executors import Executor, LocalExecutor, Outcome, WorkerSpec
 from vlmeft.bench.plan import Cell, Selection, build_cells, selected_plans
 from vlmeft.bench.profiles import Profile
-from vlmeft.bench.store import SCHEMA, ResultStore, cell_key
-from vlmeft.errors import VlmeftError
+from vlmeft.bench.progress import Progress
+from vlmeft.bench.store import SCHEMA, DriverLock, ResultStore, cell_key
 
 
 def results_path(out: Path, profile: Profile) -> Path:
@@ -49,11 +54,6 @@ class BenchSummary:
     interrupted: bool = False
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}" if not isinstance(err, VlmeftError) else text
-
-
 def run_bench(
     profile: Profile,
     selection: Selection,
@@ -67,20 +67,40 @@ def run_bench(
     fail_fast: bool = False,
     rerun: bool = False,
     jobs: int = 1,
+    executor: Executor | None = None,
     log: Any = None,
     on_bad_image: str = "error",
 ) -> BenchSummary:
     """Run every unfinished cell of ``profile`` narrowed by ``selection`` into ``out``
     (on ``backbone`` if given, else on the one named by ``backbone_name``/``pretrained``),
-    in ``jobs`` worker processes (1: in this process)."""
-    from vlmeft.backbone import DEFAULT_BACKBONE, load_backbone
-    from vlmeft.bench.cells import CellRunner, code_fingerprint
-
+    with ``executor`` (default: local, in ``jobs`` worker processes; 1: in this process)."""
     log = log or sys.stderr
     start = time.perf_counter()
     selected_plans(profile, selection)  # bad names fail before any model loads
+    executor = executor or LocalExecutor(jobs=jobs, fail_fast=fail_fast)
+    summary: BenchSummary | None = None
+    with DriverLock(out, executor.name):
+        try:
+            executor.start()  # a bad address or resource request fails here, before any model loads
+            summary = _drive(profile, selection, out, executor, backbone_name=backbone_name, pretrained=pretrained,
+                             device=device, backbone=backbone, progress=progress, rerun=rerun, log=log,
+                             on_bad_image=on_bad_image)
+        finally:
+            executor.close()  # also on Ctrl-C/SIGTERM: cells in flight were not finished
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _drive(profile: Profile, selection: Selection, out: Path, executor: Executor, *, backbone_name: str | None,
+           pretrained: str | None, device: str, backbone: Any, progress: bool, rerun: bool, log: Any,
+           on_bad_image: str = "error") -> BenchSummary:
+    from vlmeft.backbone import DEFAULT_BACKBONE, load_backbone
+    from vlmeft.bench.cells import code_fingerprint
+    from vlmeft.data.coop import ENV as DATA_ENV
+
     if backbone is None:
-        backbone = load_backbone(backbone_name or profile.backbone or DEFAULT_BACKBONE, pretrained, device=device)
+        backbone = load_backbone(backbone_name or profile.backbone or DEFAULT_BACKBONE, pretrained,
+                                 device=executor.plan_device or device)
     if profile.recipe is None:  # the backbone's default recipe, fixed before the file is named
         from dataclasses import replace
 
@@ -112,99 +132,31 @@ def run_bench(
     pending = [c for c in cells if c.key not in done]
     summary = BenchSummary(path=store.path, total=len(cells), skipped=len(cells) - len(pending))
     print(f"bench {profile.name}: {len(cells)} cells, {summary.skipped} already finished, "
-          f"{len(pending)} to run, recipe {profile.recipe} -> {store.path}", file=log)
-    from tqdm.auto import tqdm
+          f"{len(pending)} to run on {executor.describe()}, recipe {profile.recipe} -> {store.path}", file=log)
+    spec = WorkerSpec(profile=profile, backbone=backbone.name, pretrained=backbone.pretrained,
+                      weights_id=backbone.weights_id, device=device, code=code, threads=executor.worker_threads(),
+                      on_bad_image=on_bad_image, data_root=os.environ.get(DATA_ENV))
+    bar = Progress(f"bench {profile.name}", len(cells), summary.skipped, enabled=progress)
 
-    bar = tqdm(total=len(cells), initial=summary.skipped, unit="cell", desc=f"bench {profile.name}",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
-
-    def record(cell: Cell, outcome: tuple[str, Any]) -> None:
-        kind, value = outcome
-        if kind == "row":
-            store.add_row(value)
+    def record(outcome: Outcome) -> None:
+        cell = outcome.cell
+        if outcome.kind == "row":
+            store.add_row({**outcome.value, "ran_on": outcome.ran_on})
             summary.ran += 1
+            bar.finished(cell.label)
         else:
-            store.add_failure(cell.to_dict(), value)
-            summary.failed.append((cell, value))
-            bar.write(f"failed: {cell.label}: {value}", file=sys.stderr)
-        bar.set_postfix_str(cell.label, refresh=False)
-        bar.update(1)
+            store.add_failure(cell.to_dict(), outcome.value, outcome.ran_on)
+            summary.failed.append((cell, outcome.value))
+            bar.finished(cell.label, outcome.value)
 
     try:
-        if jobs > 1 and len(pending) > 1 and not fail_fast:
-            _run_parallel(pending, record, jobs, profile, backbone, device, code, on_bad_image)
-        else:
-            runner = CellRunner(backbone, profile.overrides_for, profile=profile.name,
-                                config_hash=profile.config_hash(), code=code, recipe=profile.recipe,
-                                on_bad_image=on_bad_image)
-            for cell in pending:
-                bar.set_postfix_str(cell.label, refresh=True)
-                record(cell, _attempt(runner, cell, fail_fast))
+        if pending:
+            for outcome in executor.run(spec, pending, backbone):
+                if outcome is not None:
+                    record(outcome)
+                bar.set_running(executor.running())
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         bar.close()
-        summary.seconds = time.perf_counter() - start
     return summary
-
-
-def _attempt(runner: Any, cell: Cell, fail_fast: bool = False) -> tuple[str, Any]:
-    """("row", row) or ("error", one-line message): one broken cell must not cost the others."""
-    try:
-        return "row", runner.run(cell)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as err:  # noqa: BLE001
-        if fail_fast:
-            raise
-        return "error", _one_line(err)
-
-
-# ------------------------------------------------------------------ worker processes
-# Each worker loads its own backbone and task data once (spawned, not forked: forking a
-# process whose torch thread pool is running can deadlock) and returns rows; only the
-# parent writes the results file, so the store's guarantees are unchanged.
-_WORKER: Any = None
-
-
-def _init_worker(profile: Profile, name: str, pretrained: str | None, weights_id: str, device: str,
-                 threads: int, code: dict[str, str], on_bad_image: str = "error") -> None:
-    import signal
-
-    import torch
-
-    from vlmeft.backbone import load_backbone
-    from vlmeft.bench.cells import CellRunner
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent handles it
-    torch.set_num_threads(threads)
-    backbone = load_backbone(name, pretrained, device=device)
-    if backbone.weights_id != weights_id:
-        raise RuntimeError(f"worker loaded weights {backbone.weights_id}, the run uses {weights_id}")
-    global _WORKER
-    _WORKER = CellRunner(backbone, profile.overrides_for, profile=profile.name, config_hash=profile.config_hash(),
-                         code=code, recipe=profile.recipe,
-                         on_bad_image=on_bad_image)
-
-
-def _work(cell: Cell) -> tuple[Cell, tuple[str, Any]]:
-    return cell, _attempt(_WORKER, cell)
-
-
-def _run_parallel(pending: list[Cell], record: Any, jobs: int, profile: Profile, backbone: Any, device: str,
-                  code: dict[str, str], on_bad_image: str = "error") -> None:
-    import multiprocessing
-
-    import torch
-
-    ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(min(jobs, len(pending)), initializer=_init_worker,
-                    initargs=(profile, backbone.name, backbone.pretrained, backbone.weights_id, device,
-                              torch.get_num_threads(), code, on_bad_image))
-    try:
-        for cell, outcome in pool.imap_unordered(_work, pending, chunksize=1):
-            record(cell, outcome)
-        pool.close()
-    finally:
-        pool.terminate()  # on Ctrl-C/SIGTERM: stop the cells in flight (they were not finished)
-        pool.join()

@@ -3,9 +3,15 @@
 A run appends each finished cell to ``<out>/<version>.json`` as soon as the cell ends,
 by rewriting the whole file through a temp file and ``os.replace``: a reader (or a
 rerun after SIGKILL) sees either the file before the cell or the file after it, never
-a torn one. An advisory ``fcntl`` lock serialises writers, so two runs sharing an
-output folder merge their cells instead of overwriting each other; the kernel drops
-the lock when a process dies, however it dies.
+a torn one. Two ``fcntl`` locks, both dropped by the kernel when their process dies,
+however it dies (so a killed run never leaves a stale lock):
+
+- the *driver lock* (:class:`DriverLock`, ``<out>/.bench-driver.lock``): one driver per
+  results folder, whichever executor it uses. A second driver gets a one-line error
+  naming the first (pid, host, executor) at once, instead of running the same cells
+  again and merging them silently;
+- the *write lock* (per results file): serialises the rewrites, so a tool that writes
+  rows outside a driver cannot lose the driver's.
 
 File layout (the site reads ``rows``; everything else is provenance)::
 
@@ -14,6 +20,8 @@ File layout (the site reads ``rows``; everything else is provenance)::
      "failures": [ {"cell": {...}, "error": "..."}, ... ]}
 
 A failed cell is recorded under ``failures`` (never as a row) and retried on a rerun.
+Rows and failures carry ``ran_on``: which executor, node, process and attempt ran the
+cell (:data:`RUN_FIELDS` lists what may differ between executors: timing and ``ran_on``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,16 @@ from vlmeft.errors import VlmeftError
 SCHEMA = 1
 _TMP_PREFIX = ".bench-"
 _TMP_SUFFIX = ".tmp"
+
+
+# Fields of a row that say how its cell ran, not what it measured: they differ between
+# executors and runs; every other field is the same whichever executor ran the cell.
+RUN_FIELDS = ("train_seconds", "cell_seconds", "cell_cpu_seconds", "ran_on")
+
+
+def measured(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` without :data:`RUN_FIELDS`: what any executor must reproduce."""
+    return {k: v for k, v in row.items() if k not in RUN_FIELDS}
 
 
 def cell_key(row: dict[str, Any]) -> tuple:
@@ -89,12 +109,15 @@ class ResultStore:
             doc["failures"] = [f for f in doc.get("failures", []) if cell_key(f["cell"]) != key]
             self._write(doc)
 
-    def add_failure(self, cell: dict[str, Any], error: str) -> None:
+    def add_failure(self, cell: dict[str, Any], error: str, ran_on: dict[str, Any] | None = None) -> None:
         key = cell_key(cell)
+        failure: dict[str, Any] = {"cell": cell, "error": error}
+        if ran_on:
+            failure["ran_on"] = ran_on
         with self._locked():
             doc = self.read()
             doc["failures"] = [f for f in doc.get("failures", []) if cell_key(f["cell"]) != key]
-            doc["failures"].append({"cell": cell, "error": error})
+            doc["failures"].append(failure)
             self._write(doc)
 
     def _write(self, doc: dict[str, Any]) -> None:
@@ -117,6 +140,59 @@ class ResultStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+class DriverLock:
+    """One benchmark driver per results folder, held for the whole run.
+
+    A non-blocking ``flock`` on ``<folder>/.bench-driver.lock``: a second driver on the
+    same folder (of either executor) fails at once with a :class:`VlmeftError` naming the
+    holder, which the lock file describes (pid, host, executor, start time). The kernel
+    releases the lock when the holder exits or is killed. ``flock`` is honoured on local
+    filesystems and across NFSv4 clients (Linux maps it onto NFS byte-range locks).
+    """
+
+    NAME = ".bench-driver.lock"
+
+    def __init__(self, folder: Path, executor: str) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+        self.executor = executor
+        self._fh: Any = None
+
+    def __enter__(self) -> DriverLock:
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until __exit__)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = _holder(fh.read())
+            fh.close()
+            raise VlmeftError(f"another vlmeft bench {holder} is writing this results folder; wait for it to "
+                              "end, or use another --out", where=str(self.folder)) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "executor": self.executor,
+                             "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing drops the flock
+            self._fh = None
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"(pid {info['pid']} on {info['host']}, executor {info['executor']}, since {info['started']})"
+    except (ValueError, KeyError, TypeError):
+        return "(holder unknown)"
 
 
 def _umask() -> int:

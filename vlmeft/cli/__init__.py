@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "vlmeft.cli.kb_commands",  # list, show, cite, tree, validate, schema
     "vlmeft.cli.kb_release_commands",  # stats, changelog
     "vlmeft.cli.run_commands",  # run, eval, params, methods
+    "vlmeft.cli.use_commands",  # predict, export
     "vlmeft.cli.backbone_commands",  # backbone pretrain / info / evaluate
     "vlmeft.cli.conformance_commands",  # conformance
     "vlmeft.cli.bench_commands",  # bench

@@ -27,6 +27,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     from vlmeft.backbone.synthclip.recipe import Recipe  # torch-free: building the parser stays fast
+    from vlmeft.cli.runtime_args import add_device_args
 
     d = Recipe()
     model_help = "which embedded backbone (default synthclip-tiny)"
@@ -48,6 +49,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                     help="continue from OUT/checkpoint.pt when present (default: yes)")
     pt.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # simulates an interruption
     pt.add_argument("--no-progress", action="store_true")
+    add_device_args(pt, default="cpu")  # the shipped weights were trained on the CPU
     pt.set_defaults(func=_pretrain)
 
     ev = bsub.add_parser("evaluate", help="the quality bar: zero-shot against a trivial baseline and against "
@@ -59,6 +61,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     ev.add_argument("--json", action="store_true", help="print the results as JSON")
     ev.add_argument("--record", action="store_true",
                     help="also store the results under 'eval' in the weights folder's weights.json")
+    add_device_args(ev, default="cpu")
     ev.set_defaults(func=_evaluate)
 
     ins = bsub.add_parser("install", help="copy a pretraining run's exported weights into the package")
@@ -98,8 +101,11 @@ def _pretrain(args) -> int:  # noqa: ANN001
     if not 0.0 <= getattr(recipe, "qa_fraction", 0.0) <= 1.0:
         raise VlmeftError(f"must lie in [0, 1], got {recipe.qa_fraction}", where="--qa-fraction")
     out = args.out or Path("runs") / args.model
+    from vlmeft.cli.runtime_args import device
+
     result = _part(args.model, "pretrain").pretrain(recipe, out, resume=args.resume, stop_after=args.stop_after,
-                                                    progress=not args.no_progress, log=lambda m: print(m, flush=True))
+                                                    progress=not args.no_progress, log=lambda m: print(m, flush=True),
+                                                    device=device(args))
     if result["exported"]:
         print(f"wrote {out / result['file']} ({result['bytes']} bytes, sha256 {result['sha256']})")
     else:
@@ -110,7 +116,9 @@ def _pretrain(args) -> int:  # noqa: ANN001
 def _evaluate(args) -> int:  # noqa: ANN001
     evaluate = _part(args.model, "evaluate")
     names = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    results = evaluate.evaluate_backbone(args.weights, names)
+    from vlmeft.cli.runtime_args import device
+
+    results = evaluate.evaluate_backbone(args.weights, names, device=device(args))
     print(json.dumps(results, indent=2) if args.json else evaluate.format_report(results))
     if args.record:
         print(f"recorded in {_part(args.model, 'weights').record_eval(args.weights, results)}")

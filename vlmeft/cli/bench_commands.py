@@ -2,6 +2,7 @@
 
     vlmeft bench --profile quick                 # CI smoke test, <= 3 min on 2 cores
     vlmeft bench --profile full --jobs 2         # the committed results, <= 30 min
+    vlmeft bench --profile full --executor ray --address auto --gpus-per-cell 0.25   # on a Ray cluster
     vlmeft bench --methods coop,cocoop --tasks digits --shots 1,16 --seeds 1
     vlmeft bench --profile quick --recipe paper   # the official recipes (another results file)
     vlmeft bench --report                        # the tables of what results/bench holds
@@ -108,6 +109,16 @@ def _bench(args: argparse.Namespace) -> int:
         shots=_ints(args.shots, "--shots"),
         seeds=_ints(args.seeds, "--seeds"),
     )
+    from vlmeft.bench.executors import make_executor
+    from vlmeft.cli.runtime_args import device
+
+    # The executor's flags first (none needs this machine); then the device, which only the
+    # local executor's cells use here: a Ray driver may have no GPU while its workers do.
+    executor = make_executor(args.executor, jobs=args.jobs, fail_fast=args.fail_fast, address=args.address,
+                             cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                             threads=args.threads, device=args.device)
+    if executor.name == "local":
+        args.device = str(device(args))  # checked before any work; workers get the resolved name
     threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
     if threads is not None:
         if threads < 1:
@@ -121,8 +132,8 @@ def _bench(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = run_bench(profile, selection, out, backbone_name=args.backbone, pretrained=args.pretrained,
-                            device=args.device, progress=not args.no_progress, fail_fast=args.fail_fast,
-                            rerun=args.rerun, jobs=args.jobs, on_bad_image=args.on_bad_image)
+                            device=args.device, progress=not args.no_progress, rerun=args.rerun, executor=executor,
+                            on_bad_image=args.on_bad_image)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.suite and summary.ran:
@@ -146,6 +157,7 @@ def _bench(args: argparse.Namespace) -> int:
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     from vlmeft.bench.profiles import PROFILES, PROTOCOLS
     from vlmeft.recipes import RECIPES
+    from vlmeft.cli.runtime_args import add_device_args
 
     p = sub.add_parser(
         "bench",
@@ -177,13 +189,22 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                         "calibrations (embedded); default: embedded on synthclip-tiny, paper elsewhere")
     p.add_argument("--select", choices=("last", "val"), default=None,
                    help="keep the last epoch or the best on val (default: the recipe's)")
-    p.add_argument("--device", default="cpu")
+    add_device_args(p, default="cpu")  # the committed results were measured on the CPU
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 on cpu: the embedded backbone's small ops ran 14x slower "
                         "with 2 threads on a busy 2-core machine)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="worker processes running cells in parallel (2 on a 2-core machine; each loads its own "
-                        "backbone; --fail-fast runs in one process)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="local executor: worker processes running cells in parallel (default 1; 2 on a 2-core "
+                        "machine; each loads its own backbone; --fail-fast runs in one process)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where cells run: local processes (default) or one Ray task per cell "
+                        "(needs pip install -e '.[ray]'); the driver writes the results either way")
+    p.add_argument("--address", default=None,
+                   help="ray: auto or HOST:PORT of a running cluster's head (default: start a local Ray instance)")
+    p.add_argument("--cpus-per-cell", type=float, default=None, help="ray: CPUs each cell reserves (default 1)")
+    p.add_argument("--gpus-per-cell", type=float, default=None,
+                   help="ray: GPUs each cell reserves, fractional to pack cells onto one GPU (e.g. 0.25; "
+                        "default 0; needs --device cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing cell (with its traceback)")
     p.add_argument("--rerun", action="store_true",

@@ -11,6 +11,8 @@ import sys
 
 
 def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
+    from vlmeft.cli.runtime_args import add_device_args
+
     p = sub.add_parser(
         "conformance",
         help="check every implemented method against its category's behavioural signature",
@@ -28,6 +30,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch CPU threads (default 1: the probes run many tiny models, where threads cost more "
                         "than they give, most of all on a busy machine)")
+    add_device_args(p, default="cpu")  # the committed matrix was computed on the CPU
     p.set_defaults(func=run)
 
 
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         from vlmeft.errors import VlmeftError
 
         raise VlmeftError(f"must be at least 1, got {args.threads}", where="--threads")
+    from vlmeft.cli.runtime_args import device
+
+    dev = str(device(args))
     kb = load_kb(args.kb)
     backbones = tuple(dict.fromkeys(args.backbone)) if args.backbone else None  # None: each kind's default
     methods = list(dict.fromkeys(args.method)) if args.method else None
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        cells, notes = run_matrix(kb, backbones, methods)
+        cells, notes = run_matrix(kb, backbones, methods, device=dev)
     finally:
         torch.set_num_threads(threads)
     backbones = backbones or DEFAULT_BACKBONES  # how the report names the default matrix

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from vlmeft.cli import runtime_args
 from vlmeft.errors import VlmeftError
 
 # Spelled out (== vlmeft.backbone.DEFAULT_BACKBONE) so building the parser never imports torch.
@@ -263,7 +264,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """One benchmark cell, measured by the benchmark's own code and printed for a person."""
     from vlmeft import registry
-    from vlmeft.backbone import load_backbone
     from vlmeft.bench.cells import CellRunner
     from vlmeft.bench.plan import Cell
     from vlmeft.engine import checkpoint
@@ -274,7 +274,12 @@ def _run(args: argparse.Namespace) -> int:
     cls = registry.get(args.method)
     _check_task_name(args.task)
     overrides = _method_overrides(args)
-    cls.Config().apply_overrides(overrides)  # reject bad --set before any work
+    configured = cls.Config().apply_overrides(overrides)  # reject bad --set before any work
+    device = runtime_args.device(args)
+    overrides.update(runtime_args.precision_overrides(args, configured.precision, device, overrides))
+    runtime_args.apply_workers(args)
+    if args.save:
+        checkpoint.refuse_overwrite(args.save, args.force)
     if args.protocol is None:  # a test-only task has its own default (the protocol that tests on it)
         source = _test_only_source(args.task)
         if source:
@@ -285,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         raise VlmeftError(f"shots must be positive, got {args.shots}", where="--shots")
     cell_task, loader = _tasks_for_run(args, kind, args.protocol)
     args.backbone = args.backbone or kind.backbone or DEFAULT_BACKBONE  # captioning and VQA: synthcoca-tiny
-    backbone = load_backbone(args.backbone, args.pretrained)
+    backbone = runtime_args.load_backbone(args.backbone, args.pretrained, args)
     _check_fits(kind, args.method, args.protocol, backbone, overrides)
 
     runner = CellRunner(
@@ -303,7 +308,8 @@ def _run(args: argparse.Namespace) -> int:
     lines, fields = kind.run_summary(runner, cell, metrics)
     result: dict[str, Any] = {"method": args.method, "task": args.task, "seed": args.seed, "backbone": backbone.name,
                               "pretrained": backbone.pretrained, "protocol": args.protocol, "recipe": runner.recipe,
-                              "trainable_params": method.num_trainable()}
+                              "trainable_params": method.num_trainable(), "device": str(backbone.device),
+                              "precision": method.config.precision, "warnings": list(backbone.warnings)}
     if args.stand_in:
         result["stand_in"] = args.stand_in
     if cell_task != args.task:
@@ -321,6 +327,7 @@ def _run(args: argparse.Namespace) -> int:
                 else ("; last epoch kept" if report.steps else ""))
         tail = [f"trainable parameters: {result['trainable_params']:,}; train time {report.train_seconds:.1f} s{kept}"]
         if args.save:
+            checkpoint.record_metrics(args.save, {k: v for k, v in {**result, **fields}.items() if k in _METRIC_KEYS})
             tail.append(f"saved checkpoint to {args.save}")
     else:
         head = [f"{args.method} on {args.task}: protocol {args.protocol}, backbone {backbone.name} (nothing trained)"]
@@ -339,6 +346,9 @@ def _full() -> int:
     from vlmeft.kinds._generative import FULL
 
     return FULL
+# What a checkpoint written by `run --save` records of its own measurement (model cards quote it).
+_METRIC_KEYS = ("task", "protocol", "shots", "seed", "accuracy", "zero_shot_accuracy", "base_accuracy",
+                "novel_accuracy", "hm", "shifted_mean")
 
 
 def _test_only_source(name: str) -> str:
@@ -357,34 +367,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vlmeft.backbone import load_backbone
     from vlmeft.data import protocol
-    from vlmeft.engine import checkpoint, evaluate
+    from vlmeft.engine import evaluate
 
     from vlmeft.data.tasks import task_kind
 
-    generative = task_kind(args.task) in ("vqa", "captions")
-    _method_class(args.method, ("vqa", "captioning") if generative else "classification")
-    meta = checkpoint.read_config(args.checkpoint)
-    where = f"{args.checkpoint}/{checkpoint.CONFIG_FILE}"
-    if meta["method"] != args.method:
-        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'", where=where)
-    # A checkpoint's tensors were trained under one recipe: --recipe states what the
-    # caller expects, and a checkpoint of the other recipe is refused.
-    recipe = meta.get("recipe")
-    if args.recipe is not None and recipe is not None and args.recipe != recipe:
-        raise VlmeftError(f"this checkpoint was trained with the {recipe} recipe, not {args.recipe}", where=where)
-    if generative:
-        return _eval_generative(args, meta, recipe)
+    if task_kind(args.task) in ("vqa", "captions"):
+        _method_class(args.method, ("vqa", "captioning"))
+        return _eval_generative(args)
+    _method_class(args.method)
     task = load_task(args.task)
     if args.subset != "all":
         base, novel = protocol.base_novel(task)
         task = base if args.subset == "base" else novel
-    saved = meta["backbone"]
-    name = args.backbone or saved.get("name")
-    pretrained = args.pretrained if args.pretrained is not None else (saved.get("pretrained") or None)
-    backbone = load_backbone(name, pretrained)
-    method = checkpoint.load(args.checkpoint, backbone, task.classnames, task.templates, method=args.method)
+    method, backbone, recipe = load_checkpoint(args, task.classnames, task.templates)
     split = task.test if args.domain is None else task.shifted.get(args.domain)
     if split is None:
         raise VlmeftError(f"task '{args.task}' has no domain '{args.domain}'; domains: "
@@ -394,25 +390,22 @@ def _eval(args: argparse.Namespace) -> int:
           f"{len(split)} images): accuracy {_pct(acc)}; recipe {recipe or 'not recorded'}")
     if args.json:
         _emit_json({"method": args.method, "task": args.task, "subset": args.subset, "domain": args.domain,
-                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "recipe": recipe, "accuracy": acc})
+                    "checkpoint": str(args.checkpoint), "backbone": backbone.name, "recipe": recipe, "accuracy": acc,
+                    "device": str(backbone.device), "precision": method.config.precision,
+                    "warnings": list(backbone.warnings)})
     return 0
 
 
-def _eval_generative(args: argparse.Namespace, meta: dict[str, Any], recipe: str | None) -> int:
+def _eval_generative(args: argparse.Namespace) -> int:
     """A VQA / captioning checkpoint scored on a generative task's test split (or a shifted one)."""
     from vlmeft import kinds
-    from vlmeft.backbone import load_backbone
     from vlmeft.data.tasks import get_task, task_kind
-    from vlmeft.engine import checkpoint
 
     _check_task_name(args.task)
     task = get_task(args.task)
     kind = next(k for k in kinds.all_kinds() if k.data == task_kind(args.task))
-    saved = meta["backbone"]
-    backbone = load_backbone(args.backbone or saved.get("name"),
-                             args.pretrained if args.pretrained is not None else (saved.get("pretrained") or None))
+    method, backbone, recipe = load_checkpoint(args)
     kind.check_task(task, backbone)
-    method = checkpoint.load(args.checkpoint, backbone, method=args.method)
     split = task.test if args.domain is None else task.shifted.get(args.domain)
     if split is None:
         raise VlmeftError(f"task '{args.task}' has no domain '{args.domain}'; domains: "
@@ -425,13 +418,47 @@ def _eval_generative(args: argparse.Namespace, meta: dict[str, Any], recipe: str
           f"recipe {recipe or 'not recorded'}")
     if args.json:
         _emit_json({"method": args.method, "task": args.task, "domain": args.domain, "checkpoint": str(args.checkpoint),
-                    "backbone": backbone.name, "recipe": recipe, **scores})
+                    "backbone": backbone.name, "recipe": recipe, **scores, "device": str(backbone.device),
+                    "precision": method.config.precision, "warnings": list(backbone.warnings)})
     return 0
+
+
+def load_checkpoint(args: argparse.Namespace, classnames: list[str] | None = None,
+                    templates: list[str] | None = None):  # noqa: ANN201
+    """``(method, backbone, recipe)`` of ``--checkpoint`` for method ``args.method``, on the
+    checkpoint's backbone unless ``--backbone`` / ``--pretrained`` say otherwise, on
+    ``--device``, at ``--precision`` (eval and predict share this). ``--recipe``, where the
+    command has it, states the recipe the caller expects: a checkpoint trained under the
+    other one is refused."""
+    import dataclasses
+
+    from vlmeft.engine import checkpoint
+
+    meta = checkpoint.read_config(args.checkpoint)
+    where = f"{args.checkpoint}/{checkpoint.CONFIG_FILE}"
+    if meta["method"] != args.method:
+        raise VlmeftError(f"this checkpoint is for method '{meta['method']}', not '{args.method}'", where=where)
+    recipe = meta.get("recipe")
+    wanted = getattr(args, "recipe", None)
+    if wanted is not None and recipe is not None and wanted != recipe:
+        raise VlmeftError(f"this checkpoint was trained with the {recipe} recipe, not {wanted}", where=where)
+    device = runtime_args.device(args)
+    configured = str(meta["config"].get("precision", "fp32"))
+    precision = runtime_args.precision_overrides(args, configured, device).get("precision")
+    runtime_args.apply_workers(args)
+    saved = meta["backbone"]
+    name = args.backbone or saved.get("name")
+    pretrained = args.pretrained if args.pretrained is not None else (saved.get("pretrained") or None)
+    backbone = runtime_args.load_backbone(name, pretrained, args)
+    method = checkpoint.load(args.checkpoint, backbone, classnames, templates, method=args.method)
+    if precision is not None:  # evaluation at another precision than training: the tensors are the same
+        method.config = dataclasses.replace(method.config, precision=precision)
+    return method, backbone, recipe
 
 
 # ------------------------------------------------------------------ params
 def count_parameters(method_name: str, backbone_name: str, overrides: dict[str, str] | None = None,
-                     num_classes: int = 10, shots: int = 16) -> int:
+                     num_classes: int = 10, shots: int = 16, device: str = "cpu") -> int:
     """Trainable parameters of ``method_name`` on a random-init ``backbone_name``.
     Cache-based methods first get a cache of random features (``shots x classes``)."""
     import torch
@@ -445,7 +472,7 @@ def count_parameters(method_name: str, backbone_name: str, overrides: dict[str, 
     cls.Config().apply_overrides(overrides or {})
     if num_classes < 1 or shots < 1:
         raise VlmeftError("--num-classes and --shots must be positive")
-    backbone = load_backbone(backbone_name, pretrained=None)
+    backbone = load_backbone(backbone_name, pretrained=None, device=device)
     classnames = [f"class {i}" for i in range(num_classes)]
     method = registry.build(method_name, backbone, classnames, ["a photo of a {}."], overrides, seed=0)
     if type(method).fit_cache is not Method.fit_cache:
@@ -460,7 +487,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
     from vlmeft import registry
 
     cls = registry.get(args.method)  # unknown ids raise with a suggestion
-    n = count_parameters(args.method, args.backbone, _parse_sets(args.set), args.num_classes, args.shots)
+    n = count_parameters(args.method, args.backbone, _parse_sets(args.set), args.num_classes, args.shots,
+                         device=runtime_args.device(args))
     setting = "" if "classification" not in cls.tasks else f" ({args.num_classes} classes, {args.shots} shots)"
     print(f"{args.method} on {args.backbone}{setting}: {n:,} trainable parameters")
     print(n)
@@ -526,8 +554,11 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     run.add_argument("--seed", type=int, default=1, help="few-shot sampling and training seed (default 1)")
     run.add_argument("--backbone", default=None,
                      help=f"open_clip model name (default {DEFAULT_BACKBONE}; synthcoca-tiny for VQA and captioning)")
-    run.add_argument("--pretrained", default="default", help="weights: default, none, an open_clip tag or a file path")
+    run.add_argument("--pretrained", default="default",
+                     help="weights: default (the embedded backbone's), an open_clip tag, a file (gelu:FILE for "
+                          "GELU-trained weights), hf-hub:ORG/NAME, a transformers CLIP folder, or none (random)")
     run.add_argument("--save", metavar="DIR", help="write the trained adapter checkpoint here")
+    run.add_argument("--force", action="store_true", help="overwrite a checkpoint already in --save DIR")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     run.add_argument("--recipe", choices=RECIPES, default=None,
                      help="training recipe: paper (the official repository's) or embedded (synthclip-tiny's "
@@ -544,6 +575,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                           "listed in the result (skip)")
     run.add_argument("--json", action="store_true", help="end with one JSON line of results")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    runtime_args.add_device_args(run, precision=True, workers=True)
     run.set_defaults(func=_cmd_run)
 
     ev = sub.add_parser("eval", help="evaluate a saved checkpoint on a task (any class list)")
@@ -558,6 +590,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
                     help="the recipe the checkpoint must have been trained with (refused otherwise)")
     ev.add_argument("--data-root", metavar="DIR", default=None, help="where the CoOp datasets are (coop:DATASET)")
     ev.add_argument("--json", action="store_true")
+    runtime_args.add_device_args(ev, precision=True, workers=True)
     ev.set_defaults(func=_cmd_eval)
 
     params = sub.add_parser("params", help="count a method's trainable parameters (random init, no weights)")
@@ -566,6 +599,7 @@ def register(sub) -> None:  # noqa: ANN001 (argparse's private subparsers type)
     params.add_argument("--set", action="append", metavar="KEY=VALUE")
     params.add_argument("--num-classes", type=int, default=10)
     params.add_argument("--shots", type=int, default=16, help="cache size per class for cache-based methods")
+    runtime_args.add_device_args(params, default="cpu")
     params.set_defaults(func=_cmd_params)
 
     methods = sub.add_parser("methods", help="list registered method ids")

@@ -266,6 +266,7 @@ def frozen_image_path(ctx: CheckContext) -> Result:
     images = sub.data.images.to(sub.backbone.device)
     with torch.no_grad():
         live = sub.outputs(method)
+        method.start_test_stream()  # the cached pass is a pass of its own, as in the engine's predict
         cached = method.logits_from_image_features(sub.backbone.encode_image(images, normalize=True))
     if live.shape != cached.shape:
         return "fail", f"frozen_image_path declared, but cached-feature logits are shaped {tuple(cached.shape)}, " \

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlmeft.conformance.subject import (
-    EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, differs, own_trainable, record_encoders,
+    EXPRESSIONS, OTHER_CLASSES, TOL, Subject, capture_pixels, own_trainable, record_encoders,
 )
+from vlmeft.backbone.wrapper import class_prompt
 from vlmeft.kb.schema import Signature
 from vlmeft.method import Method
 
@@ -75,7 +76,12 @@ def _nonzero_grad_params(method: Method, output: Tensor, seed: int) -> set[str]:
 def _trains(method: Method, images: Tensor, labels: Tensor) -> Observed:
     """Whether the method trains, judged by gradients: some trainable tensor of its own
     receives a non-zero gradient from its training loss on the probe batch. A parameter
-    that never gets one is not training, however many are declared."""
+    that never gets one is not training, however many are declared. A method with no
+    trainable tensor that tunes at test time (TPT, through a ``test_time_objective(images)
+    -> (loss, tensors)`` hook) is judged the same way on its test-time objective."""
+    objective = getattr(method, "test_time_objective", None)
+    if not own_trainable(method) and objective is not None:
+        return _trains_at_test_time(objective, images)
     return _trains_with(method, lambda: method.loss(method(images), labels))
 
 
@@ -95,6 +101,19 @@ def _trains_with(method: Method, loss_fn: Callable[[], Tensor]) -> Observed:
     return Observed(True, f"{len(live)} of {len(named)} trainable tensors receive a gradient from the training loss")
 
 
+def _trains_at_test_time(objective: Callable[[Tensor], tuple[Tensor, list[Tensor]]], images: Tensor) -> Observed:
+    """Test-time tuning uses no training data but is gradient descent all the same: the
+    tensors the objective tunes (per-image prompt copies) must receive a gradient from it."""
+    with torch.enable_grad():
+        loss, tensors = objective(images)
+        if not tensors or not loss.requires_grad:
+            return Observed(False, "test-time objective, but it has no gradient to any tuned tensor")
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+    live = sum(1 for g in grads if g is not None and bool(g.abs().max() > 0))
+    return Observed(live > 0, f"tunes at test time, without training data: {live} of {len(tensors)} tuned "
+                              "tensors receive a gradient from the test-time objective")
+
+
 def _grad_wrt_text_prompts(method: Method, image_features: Callable[[], Tensor]) -> Observed:
     hook = getattr(method, "text_prompt_parameters", None)
     if hook is None:
@@ -112,17 +131,79 @@ def _grad_wrt_text_prompts(method: Method, image_features: Callable[[], Tensor])
     return Observed("nonzero" if norm > 0 else "zero", f"|d image feature / d text prompts|_1 = {_fmt(norm)}")
 
 
-def _crossmodal(tdi: Observed | Exception, idt: Observed | Exception, shared: set[str]) -> Observed:
+def _declared_views(seen: list[Tensor], images: Tensor) -> Observed:
+    """Pixels for a method that declares test-time views (TPT): the views are augmented
+    copies, so what must hold is that every input image also reaches the tower unchanged
+    (the image its prediction reads; whether that feature is the frozen one is
+    ``image_changes``'). An input image that never arrives unedited is a pixel change."""
+    rows = torch.cat([s.detach().float().flatten(1) for s in seen])
+    missing = _unmatched_rows(images.detach().float().flatten(1), rows)
+    return Observed(missing > 0, f"{missing} of {len(images)} input images never reach the tower unchanged; "
+                                 f"{len(rows) - len(images) + missing} other inputs are declared test-time views")
+
+
+def _support_dependence(subject: Subject, m: Method, query: Tensor) -> str | None:
+    """How the text features depend on the *support set* (the training images' frozen
+    features handed to ``fit_cache``), or None when they do not.
+
+    A second instance is fitted on other support features (seeded random unit vectors:
+    the probe images are noise, whose encoded features are too alike to tell a weak
+    dependence from none), and every trainable tensor of the probed instance is copied
+    into it, so a dependence that
+    only comes from initialising trained tensors from the support set (a linear probe
+    started at class means) is not counted: what remains is image information that
+    enters the text side at every forward pass (Meta-Adapter's cross-attention,
+    GraphAdapter's visual sub-graph)."""
+    bb, d = subject.backbone, subject.data
+    other = subject.build(fit=False)
+    g = torch.Generator().manual_seed(11)
+    feats = F.normalize(torch.randn(len(d.cache_labels), bb.embed_dim, generator=g), dim=-1).to(bb.device, bb.dtype)
+    with torch.no_grad():
+        other.fit_cache(feats, d.cache_labels.to(bb.device))
+        own = dict(m.named_parameters())
+        for name, p in other.named_parameters():
+            if name in own and own[name].shape == p.shape:
+                p.copy_(own[name])
+        diff = _max_diff(m.text_features(query), other.text_features(query))
+    if diff <= TOL:
+        return None
+    return f"text features depend on the support images (max change {_fmt(diff)}, trainable tensors held equal)"
+
+
+def _crossmodal(tdi: Observed | Exception, idt: Observed | Exception, shared: set[str],
+                support: str | None = None) -> Observed:
     found = []
     if isinstance(tdi, Observed) and tdi.value is True:
         found.append("text features depend on the image")
     if isinstance(idt, Observed) and idt.value is True:
         found.append("image features depend on the class texts")
+    if support:
+        found.append(support)
     if shared:
         found.append(f"parameters act in both towers: {', '.join(sorted(shared)[:4])}")
     if found:
         return Observed("present", "; ".join(found))
     return Observed("none", "no input dependence across towers and no parameter shared by both")
+
+
+def _frozen_text_of_written_prompts(m: Method) -> tuple[Tensor, str]:
+    """The frozen classifier of the prompts ``m`` says it writes, computed here from the
+    bare text encoder: per class the normalised mean of its prompts' normalised features.
+    The prompts are the class names in the method's templates, or, for methods whose
+    prompts differ per class (descriptor sentences: DCLIP, CuPL), ``m.class_prompts()``."""
+    hook = getattr(m, "class_prompts", None)
+    if hook is None:
+        # The templates in force (config.text_template), with class names cleaned as every
+        # official codebase does; the raw task templates would flag a method that merely
+        # uses its paper's single template as having changed the text tower.
+        prompts = [[class_prompt(t, c) for t in m.text_templates()] for c in m.classnames]
+        what = "templates"
+    else:
+        prompts = hook()
+        what = f"class_prompts(): {sum(len(p) for p in prompts)} sentences"
+    bb = m.backbone
+    rows = [F.normalize(bb.encode_text(bb.tokenize(p), normalize=True).mean(0), dim=-1) for p in prompts]
+    return torch.stack(rows), what
 
 
 class _Probe:
@@ -152,21 +233,28 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
         frozen = bb.encode_image(imgs, normalize=True)
         text = m.text_features(feats)
         text_b = m.text_features(feats_b)
-        zs = bb.zero_shot_weights(m.classnames, m.templates)
+        # Also the text for seeded random unit features: noise images encode to nearly one
+        # feature on a random-weights tower (cosine 0.99999 on the tiny ResNet), too alike for
+        # a method whose dependence passes through a sign-like step (TPT's first Adam step).
+        g = torch.Generator().manual_seed(12)
+        spread = F.normalize(torch.randn(feats.shape, generator=g), dim=-1).to(feats.device, feats.dtype)
+        text_r = m.text_features(spread)
+        zs, written = _frozen_text_of_written_prompts(m)
 
     def text_changes() -> Observed:
         ref = zs.expand_as(text) if text.dim() == 3 else zs
         diff = _max_diff(text, ref)
-        return Observed(diff > TOL, f"max |text - frozen text of the same prompts| = {_fmt(diff)}")
+        return Observed(diff > TOL, f"max |text - frozen text of the same prompts ({written})| = {_fmt(diff)}")
 
     def image_changes() -> Observed:
         diff = _max_diff(feats, frozen)
         return Observed(diff > TOL, f"max |image feature - frozen image feature| = {_fmt(diff)}")
 
     def text_dep() -> Observed:
-        diff = _max_diff(text, text_b)
+        diff, spread_diff = _max_diff(text, text_b), _max_diff(text, text_r)
         shape = "per-image" if text.dim() == 3 else "shared"
-        return Observed(diff > TOL, f"{shape} class text features; max change for other images = {_fmt(diff)}")
+        return Observed(max(diff, spread_diff) > TOL, f"{shape} class text features; max change for other images = "
+                                                      f"{_fmt(diff)}, for random unit image features = {_fmt(spread_diff)}")
 
     def image_dep() -> Observed:
         with torch.no_grad():
@@ -182,7 +270,7 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
     p.run("text_depends_on_image", text_dep)
     p.run("image_depends_on_text", image_dep)
 
-    observe_image_input(p, bb, imgs, lambda: m(imgs))
+    observe_image_input(p, bb, imgs, lambda: m(imgs), m.test_time_views)
     p.run("vision_prompt_grad_wrt_text_prompt", lambda: _grad_wrt_text_prompts(m, lambda: m.image_features(imgs)))
 
     def crossmodal() -> Observed:
@@ -190,13 +278,14 @@ def _observe_classification(subject: Subject) -> dict[str, Observed | Exception]
             img_side = _nonzero_grad_params(m, m.image_features(imgs), seed=3)
             txt_side = _nonzero_grad_params(m, m.text_features(frozen.detach()), seed=4)
         return _crossmodal(p.out.get("text_depends_on_image", Exception()), p.out.get("image_depends_on_text", Exception()),
-                           img_side & txt_side)
+                           img_side & txt_side, _support_dependence(subject, m, frozen.detach()))
 
     p.run("crossmodal_dependence", crossmodal)
     return p.out
 
 
-def observe_image_input(p: _Probe, bb: Any, imgs: Tensor, forward: Callable[[], Any]) -> None:
+def observe_image_input(p: _Probe, bb: Any, imgs: Tensor, forward: Callable[[], Any],
+                        test_time_views: bool = False) -> None:
     """``pixels_change``, ``pixels_change_only_in_marker`` and ``vision_tokens_grow`` of a
     method whose ``forward()`` encodes ``imgs`` (classification and generative methods)."""
 
@@ -206,6 +295,8 @@ def observe_image_input(p: _Probe, bb: Any, imgs: Tensor, forward: Callable[[], 
         if not seen:
             return Observed(None, "forward never reached the image tower")
         diff = max(_max_diff(s, imgs.to(s.dtype)) for s in seen)
+        if diff > TOL and test_time_views:  # declared augmented views (TPT) are checked as views
+            return _declared_views(seen, imgs)
         return Observed(diff > TOL, f"max |encoder input - input image| = {_fmt(diff)}")
 
     p.run("pixels_change", pixels)

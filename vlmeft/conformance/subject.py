@@ -168,7 +168,7 @@ class Subject:
             if not loss.requires_grad:
                 method.eval()
                 return 0
-            loss.backward()
+            method.backward(loss)
             opt.step()
         method.eval()
         return steps

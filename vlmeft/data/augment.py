@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlmeft.data.loading import Preprocess, _to_unit_float, normalize, read_image
+from vlmeft.data.loading import Preprocess, normalize, original_image
 from vlmeft.data.types import Split
 
 RATIO = (3 / 4, 4 / 3)  # torchvision's default aspect-ratio range
@@ -60,12 +60,15 @@ def crop_box(height: int, width: int, generator: torch.Generator, scale: tuple[f
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resized_crop_flip(image: Tensor, size: int, generator: torch.Generator, scale: tuple[float, float]) -> Tensor:
-    """One ``[1, 3, H, W]`` image in [0, 1] -> a random resized crop ``[1, 3, size, size]``,
-    flipped with probability 0.5."""
+def resized_crop_flip(image: Tensor, size: int, generator: torch.Generator, scale: tuple[float, float],
+                      clamp: bool = True) -> Tensor:
+    """One ``[1, 3, H, W]`` image in [0, 1] (or normalised, with ``clamp=False``) -> a random
+    resized crop ``[1, 3, size, size]``, flipped with probability 0.5."""
     top, left, h, w = crop_box(image.shape[-2], image.shape[-1], generator, scale)
     crop = image[..., top : top + h, left : left + w]
-    out = F.interpolate(crop, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
+    out = F.interpolate(crop, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    if clamp:
+        out = out.clamp_(0.0, 1.0)
     if float(torch.rand(1, generator=generator)) < 0.5:
         out = out.flip(-1)
     return out
@@ -78,6 +81,14 @@ def load_augmented_batch(split: Split, indices: Sequence[int] | np.ndarray, prep
     scale = (float(crop_scale), 1.0)
     crops = []
     for i in np.asarray(indices, dtype=np.int64):
-        raw = split.images[i] if isinstance(split.images, np.ndarray) else read_image(split.images[i])
-        crops.append(resized_crop_flip(_to_unit_float(np.asarray(raw)[None]), prep.image_size, generator, scale))
+        crops.append(resized_crop_flip(original_image(split, int(i)), prep.image_size, generator, scale))
     return normalize(torch.cat(crops) if crops else torch.empty(0, 3, prep.image_size, prep.image_size), prep)
+
+
+def second_view(images: Tensor, generator: torch.Generator, crop_scale: float = 0.08) -> Tensor:
+    """Another random view of a normalised batch ``[B, 3, S, S]`` (what a method is handed):
+    each image resized-cropped (torchvision's rule, area scale ``(crop_scale, 1)``) and
+    flipped, at the same size. For consistency terms that compare two views (CoPrompt)."""
+    size, scale = images.shape[-1], (float(crop_scale), 1.0)
+    views = [resized_crop_flip(img[None], size, generator, scale, clamp=False) for img in images]
+    return torch.cat(views) if views else images.clone()

@@ -39,7 +39,7 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _fingerprint(paths: list[Path]) -> str:
+def fingerprint(paths: list[Path]) -> str:
     """Changes when any listed file is added, removed, resized or touched (cache keys)."""
     digest = hashlib.sha256()
     for p in paths:
@@ -53,7 +53,7 @@ def _fingerprint(paths: list[Path]) -> str:
 
 def _split(root: Path, name: str, paths: list[Path], labels: list[int]) -> Split:
     return Split(images=list(paths), labels=np.asarray(labels, dtype=np.int64),
-                 key=f"imagefolder:{root}:{name}:{_fingerprint(paths)}")
+                 key=f"imagefolder:{root}:{name}:{fingerprint(paths)}")
 
 
 def _templates(root: Path) -> list[str]:

@@ -1,7 +1,9 @@
 """From a :class:`~vlmeft.data.types.Split` to normalised image tensors for a backbone.
 
-Two kinds of split exist: in-memory uint8 arrays ``[N, H, W, 3]`` (the embedded tasks)
-and lists of image paths (``imagefolder:`` tasks). Both go through the same
+Splits hold in-memory uint8 arrays ``[N, H, W, 3]`` (the embedded tasks), lists of image
+paths (``imagefolder:`` tasks), or what the Python API accepts from a user (a float tensor
+``[N, 3, H, W]`` in [0, 1], a ``Dataset``'s images; :mod:`vlmeft.data.inputs`). All go
+through the same
 CLIP-style evaluation transform: bicubic resize of the shorter side to the backbone's
 ``image_size``, centre crop, scale to [0, 1], normalise with the backbone's mean/std.
 For square inputs this is a plain bicubic resize.
@@ -90,14 +92,48 @@ def _to_unit_float(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def unit_image(item: object, where: str = "image") -> Tensor:
+    """One image as float ``[1, 3, H, W]`` in [0, 1]: a file path, a PIL image, a uint8
+    ``[H, W, 3]`` array, or a tensor ``[3, H, W]`` (uint8, or float already in [0, 1])."""
+    if isinstance(item, (str, Path)):
+        return _to_unit_float(read_image(Path(item))[None])
+    if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image
+        return _to_unit_float(np.array(item.convert("RGB"), dtype=np.uint8)[None])  # a writable copy
+    if isinstance(item, np.ndarray):
+        item = torch.from_numpy(np.ascontiguousarray(item))
+        if item.ndim == 3 and item.shape[-1] == 3:
+            item = item.permute(2, 0, 1)
+    if isinstance(item, Tensor) and item.ndim == 3 and item.shape[0] == 3:
+        return (item.float().div(255.0) if item.dtype == torch.uint8 else item.float())[None]
+    shape = list(getattr(item, "shape", [])) or type(item).__name__
+    raise VlmeftError(f"expected an image file, a PIL image, a [3, H, W] tensor or a [H, W, 3] array, got {shape}",
+                      where=where)
+
+
+def original_image(split: Split, i: int) -> Tensor:
+    """Image ``i`` of ``split`` as stored, before any resizing: float ``[1, 3, H, W]`` in [0, 1]
+    (what training augmentation crops from)."""
+    if isinstance(split.images, np.ndarray):
+        return _to_unit_float(split.images[i][None])
+    if isinstance(split.images, Tensor):
+        return split.images[i : i + 1].float()
+    return unit_image(split.images[i], where=f"{split.key}[{i}]")
+
+
 def load_batch(split: Split, indices: Sequence[int] | np.ndarray, prep: Preprocess) -> Tensor:
-    """Images ``indices`` of ``split`` as a normalised float tensor ``[B, 3, S, S]`` (CPU)."""
+    """Images ``indices`` of ``split`` as a normalised float tensor ``[B, 3, S, S]`` (CPU).
+
+    ``split.images`` is a uint8 array ``[N, H, W, 3]``, a float tensor ``[N, 3, H, W]`` in
+    [0, 1], or a sequence of single images (file paths, or anything :func:`unit_image` reads)."""
     idx = np.asarray(indices, dtype=np.int64)
     if isinstance(split.images, np.ndarray):
         batch = resize_center_crop(_to_unit_float(split.images[idx]), prep.image_size)
+    elif isinstance(split.images, Tensor):
+        batch = resize_center_crop(split.images[torch.from_numpy(idx)].float(), prep.image_size)
     else:
         batch = torch.cat(
-            [resize_center_crop(_to_unit_float(read_image(split.images[i])[None]), prep.image_size) for i in idx]
+            [resize_center_crop(unit_image(split.images[i], where=f"{split.key}[{i}]"), prep.image_size)
+             for i in idx]
         ) if len(idx) else torch.empty(0, 3, prep.image_size, prep.image_size)
     return normalize(batch, prep)
 

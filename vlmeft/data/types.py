@@ -7,6 +7,7 @@ normalised tensors at the backbone's resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +19,9 @@ import numpy as np
 class Split:
     """One split of a classification task: images plus integer labels."""
 
-    images: np.ndarray | list[Path]  # uint8 [N, H, W, 3] or image paths
+    # uint8 [N, H, W, 3] or image paths; from the Python API also a float tensor [N, 3, H, W]
+    # in [0, 1] or a sequence of images (vlmeft.data.inputs; read by vlmeft.data.loading)
+    images: np.ndarray | list[Path] | Sequence
     labels: np.ndarray  # int64 [N]
     key: str  # stable identity of the data, used in feature-cache keys
 

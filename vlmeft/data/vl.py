@@ -271,7 +271,7 @@ def _world_vqa(seed: int) -> VLTask:
 def reference_captions(sample) -> tuple[str, ...]:  # noqa: ANN001 (a world Sample)
     """Five references in one complete style: every attribute of the object, both objects
     of a scene, the digit's name."""
-    from vlmeft.world.vocab import DIGIT_WORDS
+    from vlmeft.world.vocab import BACKGROUNDS, DIGIT_WORDS
 
     objs = sample.objects
     if objs and "digit" in objs[0]:
@@ -283,8 +283,11 @@ def reference_captions(sample) -> tuple[str, ...]:  # noqa: ANN001 (a world Samp
         o = objs[0]
         pos = f" {o['positions'][0]}" if o.get("positions") else ""
         core = f"{o['size']} {o['color']} {o['shape']}{pos}"
+        # A held-out background (the checkered shift) is never named: the world's captions never
+        # name it, so the shift is in the pixels alone, as the classification tasks' shifts are.
+        where = f" on a {o['background']} background" if o.get("background") in BACKGROUNDS else ""
         return (f"a {core}", f"a photo of a {core}", f"a picture of a {core}", f"an image of a {core}",
-                f"a {core} on a {o['background']} background")
+                f"a {core}{where}")
     names = [f"a {o['color']} {o['shape']}" for o in objs]
     listed = ", ".join(names[:-1]) + f" and {names[-1]}"
     return (listed, f"a picture of {listed}", f"an image of {listed}", f"a photo of {listed}",

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from vlmeft.backbone.wrapper import Backbone
-from vlmeft.data.loading import Preprocess, load_batch
+from vlmeft.data.loading import Preprocess
 from vlmeft.data.types import Split
 
 CHUNK = 64  # images per encoder call; fixed so features never depend on a batch size
@@ -32,14 +32,16 @@ def cache_root() -> Path:
 
 
 @torch.no_grad()
-def encode_split(backbone: Backbone, split: Split, prep: Preprocess | None = None) -> Tensor:
-    """Normalised frozen image features ``[N, E]`` of a whole split (no cache)."""
+def encode_split(backbone: Backbone, split: Split, prep: Preprocess | None = None, *,
+                 workers: int | None = None) -> Tensor:
+    """Normalised frozen image features ``[N, E]`` of a whole split (no cache); ``workers``
+    decode file-based splits in parallel (:mod:`vlmeft.engine.loader`)."""
+    from vlmeft.engine.loader import chunks, image_batches
+
     prep = prep or Preprocess.for_backbone(backbone)
-    feats = [
-        backbone.encode_image(load_batch(split, range(i, min(i + CHUNK, len(split))), prep).to(backbone.device),
-                              normalize=True).float()
-        for i in range(0, len(split), CHUNK)
-    ]
+    batches = image_batches(split, chunks(len(split), CHUNK), prep, device=backbone.device, workers=workers)
+    feats = [backbone.encode_image(images.to(backbone.device, non_blocking=True), normalize=True).float()
+             for images in batches]
     return torch.cat(feats) if feats else torch.empty(0, backbone.embed_dim)
 
 
@@ -65,7 +67,7 @@ class FeatureCache:
     def _disk_ok(self, backbone: Backbone) -> bool:
         return self.disk and not backbone.weights_id.startswith("random:")
 
-    def features(self, backbone: Backbone, split: Split) -> Tensor:
+    def features(self, backbone: Backbone, split: Split, *, workers: int | None = None) -> Tensor:
         """Frozen normalised features ``[N, E]`` (float32, on the backbone's device)."""
         prep = Preprocess.for_backbone(backbone)
         key = self.key(backbone, split, prep)
@@ -75,7 +77,7 @@ class FeatureCache:
         feats = self._read(key) if self._disk_ok(backbone) else None
         if feats is None or feats.shape != (len(split), backbone.embed_dim):
             self.misses += 1
-            feats = encode_split(backbone, split, prep).cpu()
+            feats = encode_split(backbone, split, prep, workers=workers).cpu()
             if self._disk_ok(backbone):
                 self._write(key, feats)
         else:

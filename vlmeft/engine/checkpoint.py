@@ -30,7 +30,7 @@ CONFIG_FILE = "config.json"
 FORMAT = 1
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -68,9 +68,33 @@ def save(method: Method, directory: str | Path) -> Path:
         "adapter_sha256": hashlib.sha256(blob).hexdigest(),
     }
     # Tensors first, description last: a config.json always describes a complete file.
-    _atomic_write(directory / ADAPTER_FILE, blob)
-    _atomic_write(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write(directory / ADAPTER_FILE, blob)
+    atomic_write(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
     return directory
+
+
+def refuse_overwrite(directory: str | Path, force: bool, flag: str = "--force") -> None:
+    """A :class:`VlmeftError` when ``directory`` already holds a checkpoint and ``force`` is
+    off: what is already written is never lost by accident (the CLI and the Python API
+    call this before any work; :func:`save` itself replaces files atomically)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise VlmeftError("exists and is not a folder", where=str(directory))
+    if force:
+        return
+    present = [name for name in (CONFIG_FILE, ADAPTER_FILE) if (directory / name).exists()]
+    if present:
+        raise VlmeftError(f"already holds a checkpoint ({', '.join(present)}); pass {flag} to overwrite it",
+                          where=str(directory))
+
+
+def record_metrics(directory: str | Path, metrics: dict[str, Any]) -> None:
+    """Add what the trained method measured (task, protocol, accuracy, ...) to the
+    checkpoint's ``config.json`` under ``metrics``; model cards quote it."""
+    directory = Path(directory)
+    meta = read_config(directory)
+    meta["metrics"] = metrics
+    atomic_write(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -132,7 +156,7 @@ def _generates(method_id: str) -> bool:
     return registry.is_registered(method_id) and not ({"vqa", "captioning"}.isdisjoint(registry.get(method_id).tasks))
 
 
-def _read_tensors(path: Path, expected_sha: str) -> dict:
+def read_tensors(path: Path, expected_sha: str) -> dict:
     from safetensors.torch import load
 
     if not path.is_file():
@@ -192,7 +216,7 @@ def load(
             where=where,
         )
     config = cls.Config.from_dict(_complete(cls, meta), where=f"{where} field 'config'")
-    tensors = _read_tensors(directory / ADAPTER_FILE, meta["adapter_sha256"])
+    tensors = read_tensors(directory / ADAPTER_FILE, meta["adapter_sha256"])
     try:
         model = cls(backbone, meta["classnames"], meta["templates"], config)
     except VlmeftError as err:  # a setting the method refuses: name the file it came from

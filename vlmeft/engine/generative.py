@@ -28,7 +28,8 @@ from vlmeft.backbone.captioner import ImageMemory
 from vlmeft.data.loading import Preprocess, load_batch
 from vlmeft.data.vl import VLSplit
 from vlmeft.engine.schedule import lr_at, lr_at_step, per_step, plan
-from vlmeft.engine.train import FitReport, _autocast, _batches, _optimizer, _progress
+from vlmeft.engine.device import autocast, grad_scaler
+from vlmeft.engine.train import FitReport, _batches, _optimizer, _precision, _progress
 from vlmeft.errors import VlmeftError
 
 CHUNK = 128
@@ -45,7 +46,9 @@ def frozen_memory(backbone, split: VLSplit) -> ImageMemory:  # noqa: ANN001
     prep = Preprocess.for_backbone(backbone)
     images = split.image_split()
     parts = []
-    with torch.no_grad():
+    # fp32 whatever autocast is in force around the call: the memo outlives it (and runs at
+    # other precisions), as the feature cache does.
+    with torch.no_grad(), torch.autocast(backbone.device.type, enabled=False):
         for i in range(0, len(split), CHUNK):
             batch = load_batch(images, range(i, min(i + CHUNK, len(split))), prep).to(backbone.device)
             parts.append(backbone.image_memory(batch))
@@ -90,7 +93,11 @@ def fit_generative(method, train: VLSplit, val: VLSplit | None, *, seed: int,  #
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        optimizer = _optimizer(params, config)
+        # One optimiser group per Method.parameter_groups() entry, as the classification loop does.
+        groups = [{"params": list(ps), "lr_scale": float(scale)} for ps, scale in method.parameter_groups() if ps]
+        optimizer = _optimizer(groups, config)
+        precision = _precision(method)
+        scaler = grad_scaler(method.device, precision)  # fp16 only
         stepwise = per_step(config)
         bar = _progress(total, method.name, progress)
         try:
@@ -102,18 +109,24 @@ def fit_generative(method, train: VLSplit, val: VLSplit | None, *, seed: int,  #
                     if report.steps >= total:
                         break
                     for group in optimizer.param_groups:
-                        group["lr"] = lr_at_step(report.steps, total, config) if stepwise else lr
+                        group["lr"] = (lr_at_step(report.steps, total, config) if stepwise else lr) * group["lr_scale"]
                     examples = [train.examples[i] for i in idx]
                     picks = torch.randint(1 << 30, (len(idx),), generator=generator).tolist()
                     targets = [e.targets[p % len(e.targets)] for e, p in zip(examples, picks)]
-                    with _autocast(method, config.precision == "bf16"):
-                        loss = method.lm_loss(memory_of(method, train, idx), [e.prompt for e in examples], targets)
+                    with autocast(method.device, precision):
+                        memory = memory_of(method, train, idx)
+                        loss = method.lm_loss(memory, [e.prompt for e in examples], targets).float()
                     if not torch.isfinite(loss):
                         raise VlmeftError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
                                           "try a lower lr", where="--set lr")
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    if scaler is None:
+                        method.backward(loss)
+                        optimizer.step()
+                    else:  # fp16: scaled loss; steps with inf/nan gradients are skipped
+                        method.backward(scaler.scale(loss))
+                        scaler.step(optimizer)
+                        scaler.update()
                     report.steps += 1
                     losses.append(float(loss.detach()))
                     bar.update(1)
@@ -145,8 +158,9 @@ def generate_split(method, split: VLSplit, max_new: int, *, batch_size: int = 64
         out: list[str] = []
         for i in range(0, len(split), batch_size):
             idx = np.arange(i, min(i + batch_size, len(split)))
-            memory = memory_of(method, split, idx)
-            out += method.generate(memory, [split.examples[j].prompt for j in idx], max_new)
+            with autocast(method.device, _precision(method)):
+                memory = memory_of(method, split, idx)
+                out += method.generate(memory, [split.examples[j].prompt for j in idx], max_new)
         return out
     finally:
         method.train(was)

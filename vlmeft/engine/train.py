@@ -1,8 +1,15 @@
 """A plain training loop and evaluation: what CoOp's Dassl trainer does, in one page.
 
-- Optimiser: SGD with momentum or AdamW (``eps`` from the config's ``adam_eps`` when a
-  method declares one, else 1e-8) over ``method.trainable_parameters()`` only (the
-  backbone sits outside the method's module tree, so it cannot be optimised).
+- Optimiser: SGD with momentum, AdamW, or Adam with the weight decay as an L2 term
+  (Dassl's "adam"); ``eps`` from the config's ``adam_eps`` when a method declares one,
+  else 1e-8, over ``method.trainable_parameters()`` only (the
+  backbone sits outside the method's module tree, so it cannot be optimised), in the
+  groups of ``method.parameter_groups()``, each at its multiple of the scheduled lr
+  (DPT's text side, DePT's head).
+- Gradients come from ``method.backward(loss)``: plain backprop unless a method edits its
+  update direction (ProGrad).
+- ``method.end_epoch(epoch, epochs)`` runs after each epoch's steps, before its val
+  evaluation (PromptSRC aggregates its prompts there).
 - Opt-in (``MethodConfig.lr_logit_scale = S > 0``): with SGD the learning rates are
   multiplied by ``S / backbone.logit_scale()``, because the cross-entropy gradient is
   proportional to the logit scale, so a paper's lr tuned at CLIP's 100 keeps its step
@@ -17,6 +24,11 @@
   plus a flip (:mod:`vlmeft.data.augment`), drawn from the run's local generator.
 - Batches are shuffled by a local ``torch.Generator(seed)``; the last partial batch is
   dropped when the split holds at least one full batch (Dassl's fix for tiny splits).
+  Images of file-based splits are decoded by ``workers`` processes
+  (:mod:`vlmeft.engine.loader`), in the same order whatever their number.
+- Precision (``config.precision``, :mod:`vlmeft.engine.device`): autocast to bf16 or
+  fp16 around the forward pass and loss, the loss itself in fp32, and a GradScaler for
+  fp16. Evaluation runs at the same precision; cached frozen features stay fp32.
 - Methods whose image path is the frozen encoder (``frozen_image_path``), trained
   without augmentation, train on frozen features computed once by the
   :class:`~vlmeft.engine.cache.FeatureCache`: exact, and the image tower never runs
@@ -32,7 +44,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from collections.abc import Iterator
@@ -43,9 +54,11 @@ import torch
 from torch import Tensor
 
 from vlmeft.data.augment import load_augmented_batch
-from vlmeft.data.loading import Preprocess, load_batch
+from vlmeft.data.loading import Preprocess
 from vlmeft.data.types import Split
 from vlmeft.engine.cache import CHUNK, FeatureCache, default_cache
+from vlmeft.engine.device import autocast, check_precision, grad_scaler
+from vlmeft.engine.loader import chunks, image_batches
 from vlmeft.engine.schedule import lr_at, lr_at_step, per_step, plan
 from vlmeft.errors import VlmeftError
 from vlmeft.method import Method
@@ -78,19 +91,20 @@ def lr_factor(method: Method) -> float:
     return reference / scale if scale > 0 else 1.0
 
 
-def _optimizer(params: list[torch.nn.Parameter], config) -> torch.optim.Optimizer:  # noqa: ANN001
+def _optimizer(params: list[torch.nn.Parameter] | list[dict], config) -> torch.optim.Optimizer:  # noqa: ANN001
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    eps = float(getattr(config, "adam_eps", 1e-8))
     if config.optimizer == "adamw":
-        eps = float(getattr(config, "adam_eps", 1e-8))
         return torch.optim.AdamW(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
-    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)", where="--set optimizer")
+    if config.optimizer == "adam":  # Dassl's "adam": weight decay as an L2 term in the gradient
+        return torch.optim.Adam(params, lr=config.lr, eps=eps, weight_decay=config.weight_decay)
+    raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd, adamw or adam)", where="--set optimizer")
 
 
-def _autocast(method: Method, enabled: bool) -> contextlib.AbstractContextManager:
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=method.device.type, dtype=torch.bfloat16)
+def _precision(method: Method) -> str:
+    """The method's ``config.precision``, checked against its device (fp16 needs a GPU)."""
+    return check_precision(method.config.precision, method.device, where=f"method '{method.name}' config precision")
 
 
 def _overrides(method: Method, name: str) -> bool:
@@ -124,10 +138,13 @@ def fit(
     seed: int,
     progress: bool = True,
     cache: FeatureCache | None = None,
+    workers: int | None = None,
 ) -> FitReport:
-    """Train ``method`` on ``train``, selecting on ``val``; returns a :class:`FitReport`."""
+    """Train ``method`` on ``train``, selecting on ``val``; returns a :class:`FitReport`.
+    ``workers``: image-decoding processes for file-based splits (None: the process default)."""
     if len(train) == 0:
         raise VlmeftError("the training split is empty", where=train.key)
+    _precision(method)
     cache = cache or default_cache()
     config = method.config
     backbone = method.backbone
@@ -145,7 +162,7 @@ def fit(
 
         train_feats = None
         if use_cache or _overrides(method, "fit_cache") or method.training_free:
-            train_feats = cache.features(backbone, train)
+            train_feats = cache.features(backbone, train, workers=workers)
         if train_feats is not None and (_overrides(method, "fit_cache") or method.training_free):
             method.fit_cache(train_feats, labels)
 
@@ -155,10 +172,10 @@ def fit(
         if not method.training_free and params and plan(train.labels, config)[1] > 0:
             select_val = has_val and config.select == "val"
             _train_loop(method, train, val if select_val else None, labels, train_feats if use_cache else None,
-                        params, generator, report, progress, cache)
+                        params, generator, report, progress, cache, workers)
 
         if has_val and _overrides(method, "select_on_val"):
-            val_feats = cache.features(backbone, val)
+            val_feats = cache.features(backbone, val, workers=workers)
             val_labels = torch.as_tensor(val.labels, dtype=torch.long, device=method.device)
             method.eval()
             with torch.no_grad():
@@ -179,11 +196,18 @@ def _train_loop(
     report: FitReport,
     progress: bool,
     cache: FeatureCache,
+    workers: int | None,
 ) -> None:
     config = method.config
-    optimizer = _optimizer(params, config)
+    # One optimiser group per Method.parameter_groups() entry, each with its lr multiplier.
+    groups = [{"params": list(ps), "lr_scale": float(scale)} for ps, scale in method.parameter_groups() if ps]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    if sorted(grouped) != sorted(id(p) for p in params):  # a method bug, not user input
+        raise RuntimeError(f"{method.name}: parameter_groups() must hold each trainable parameter exactly once")
+    optimizer = _optimizer(groups, config)
     prep = Preprocess.for_backbone(method.backbone)
-    bf16 = config.precision == "bf16"
+    precision = _precision(method)
+    scaler = grad_scaler(method.device, precision)  # fp16 only
     best_acc, best_state = -1.0, None
     epochs, total_steps = plan(train.labels, config)
     factor = lr_factor(method)
@@ -194,35 +218,47 @@ def _train_loop(
             lr = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr_at(epoch, config, epochs, factor)
             method.train()
             total, count = 0.0, 0
-            for idx in _batches(len(train), config.batch_size, generator):
+            order = list(_batches(len(train), config.batch_size, generator))
+            # Plain batches are decoded ahead by the loader (in `workers` processes); augmented
+            # ones are cropped from the originals here, in order, from the run's generator.
+            plain = (None if train_feats is not None or config.augment
+                     else image_batches(train, order, prep, device=method.device, workers=workers))
+            for idx in order:
                 if report.steps >= total_steps:  # a step budget may end inside an epoch
                     break
+                step_lr = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at_step(report.steps, total_steps, config, factor) if stepwise else lr
+                    group["lr"] = step_lr * group["lr_scale"]
                 idx_t = torch.as_tensor(idx, device=method.device)
-                with _autocast(method, bf16):
+                with autocast(method.device, precision):
                     if train_feats is not None:
                         logits = method.logits_from_image_features(train_feats[idx_t])
                     else:
                         if config.augment:
                             images = load_augmented_batch(train, idx, prep, generator, config.crop_scale)
                         else:
-                            images = load_batch(train, idx, prep)
-                        logits = method(images.to(method.device))
+                            images = next(plain)
+                        logits = method(images.to(method.device, non_blocking=True))
                     loss = method.loss(logits.float(), labels[idx_t])
                 if not torch.isfinite(loss):
                     raise VlmeftError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; try a lower lr",
                                       where="--set lr")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    method.backward(loss)  # plain backprop unless the method edits its gradients
+                    optimizer.step()
+                else:  # fp16: scale the loss so small gradients survive; steps with inf/nan are skipped
+                    method.backward(scaler.scale(loss))
+                    scaler.step(optimizer)
+                    scaler.update()
                 report.steps += 1
                 total += loss.item() * len(idx)
                 count += len(idx)
                 bar.update(1)
+            method.end_epoch(epoch, epochs)
             entry = {"epoch": epoch + 1, "lr": lr, "loss": total / max(count, 1)}
             if val is not None:
-                acc = evaluate(method, val, cache=cache)
+                acc = evaluate(method, val, cache=cache, workers=workers)
                 entry["val_accuracy"] = acc
                 if acc >= best_acc:  # ties: the later epoch (see the module notes)
                     best_acc, report.best_epoch = acc, epoch + 1
@@ -238,35 +274,43 @@ def _train_loop(
 
 
 @torch.no_grad()
-def predict(method: Method, split: Split, *, batch_size: int = 256, cache: FeatureCache | None = None) -> Tensor:
-    """Logits ``[N, C]`` of ``method`` on ``split`` (eval mode, float32, CPU).
+def predict(method: Method, split: Split, *, batch_size: int = 256, cache: FeatureCache | None = None,
+            workers: int | None = None) -> Tensor:
+    """Logits ``[N, C]`` of ``method`` on ``split`` (eval mode, float32, CPU), computed under
+    the method's ``config.precision``.
 
     Frozen-image-path methods read cached frozen features; others encode images in
     fixed-size chunks. Either way the result does not depend on ``batch_size``, which
-    only bounds memory in the head."""
+    only bounds memory in the head. Each call is one pass over the split in its stored
+    order (``Method.start_test_stream``), which is what a test-time method adapts on."""
     if batch_size <= 0:
         raise VlmeftError(f"batch size must be positive, got {batch_size}", where="--batch-size")
+    precision = _precision(method)
     was_training = method.training
     method.eval()
+    method.start_test_stream()  # a new pass over a split: test-time state starts empty
     try:
-        if method.frozen_image_path:
-            feats = (cache or default_cache()).features(method.backbone, split)
-            out = [method.logits_from_image_features(feats[i : i + batch_size]).float().cpu()
-                   for i in range(0, len(split), batch_size)]
+        if method.frozen_image_path:  # cached features are fp32 whatever the precision: computed outside autocast
+            feats = (cache or default_cache()).features(method.backbone, split, workers=workers)
+            with autocast(method.device, precision):
+                out = [method.logits_from_image_features(feats[i : i + batch_size]).float().cpu()
+                       for i in range(0, len(split), batch_size)]
         else:
             prep = Preprocess.for_backbone(method.backbone)
-            out = [method(load_batch(split, range(i, min(i + CHUNK, len(split))), prep).to(method.device)).float().cpu()
-                   for i in range(0, len(split), CHUNK)]
+            batches = image_batches(split, chunks(len(split), CHUNK), prep, device=method.device, workers=workers)
+            with autocast(method.device, precision):
+                out = [method(images.to(method.device, non_blocking=True)).float().cpu() for images in batches]
     finally:
         method.train(was_training)
     return torch.cat(out) if out else torch.empty(0, len(method.classnames))
 
 
-def evaluate(method: Method, split: Split, *, batch_size: int = 256, cache: FeatureCache | None = None) -> float:
+def evaluate(method: Method, split: Split, *, batch_size: int = 256, cache: FeatureCache | None = None,
+             workers: int | None = None) -> float:
     """Top-1 accuracy of ``method`` on ``split`` (a fraction in [0, 1])."""
     if len(split) == 0:
         raise VlmeftError("cannot evaluate on an empty split", where=split.key)
-    logits = predict(method, split, batch_size=batch_size, cache=cache)
+    logits = predict(method, split, batch_size=batch_size, cache=cache, workers=workers)
     if logits.shape[1] != len(method.classnames):
         raise VlmeftError(f"method gives {logits.shape[1]} logits for {len(method.classnames)} classes")
     labels = torch.as_tensor(split.labels, dtype=torch.long)

@@ -8,7 +8,7 @@ from typing import Any
 
 from vlmeft.errors import VlmeftError
 from vlmeft.kb.load import KnowledgeBase, suggest, is_under
-from vlmeft.kb.schema import MAX_YEAR, MIN_YEAR, MethodRecord, SurveyRecord
+from vlmeft.kb.schema import MAX_YEAR, MIN_YEAR, MethodRecord
 
 _YEAR_RX = re.compile(r"^\s*(\d{4})?\s*(-|:|\.\.)?\s*(\d{4})?\s*$")
 

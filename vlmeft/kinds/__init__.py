@@ -85,6 +85,7 @@ class TaskKind:
     backbone: str = ""  # the backbone `vlmeft run` uses by default ("": the embedded CLIP, synthclip-tiny)
     curves: tuple[tuple[str, str, str], ...] = ()  # (protocol, metric, label) the site plots against shots
     conformance_backbones: tuple[str, ...] = ()  # where its methods are probed (empty: the matrix's default)
+    example: str = ""  # the documented first command of a method of this kind ("{id}": the method id)
 
     # ------------------------------------------------------------------ planning
     def task_fits(self, load: Callable[[], Any], protocol: str) -> bool:

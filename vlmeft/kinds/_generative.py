@@ -139,14 +139,15 @@ class GenerativeKind(TaskKind):
         keys = self.metrics_shown()
         zs = [f"{label} {self.fmt(m.get(f'zero_shot_{k}', m.get(k)))}" for k, label in keys]
         lines = [f"zero-shot {self.title}: " + "  ".join(zs)]
-        if cell.shots > 0:
+        trained = cell.shots > 0 and bool(m.get("n_train"))  # the frozen captioner (coca) trains on nothing
+        if trained:
             got = [f"{label} {self.fmt(m[k])}" for k, label in keys]
             data = f" (all {m['n_train']} training examples)" if m.get("full_data") else f" ({m['n_train']} examples)"
             lines.append(f"adapted{data}: " + "  ".join(got))
         for dom in sorted(m.get("domains") or {}):
             zs_dom = (m.get("zero_shot_domains") or m["domains"]).get(dom)
             line = f"  {dom}: zero-shot {self.fmt(zs_dom)}"
-            if cell.shots > 0:
+            if trained:
                 line += f"  adapted {self.fmt(m['domains'][dom])}"
             lines.append(line + f" ({self.main_label})")
         fields = {k: v for k, v in m.items()}

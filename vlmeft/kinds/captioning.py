@@ -23,6 +23,7 @@ class Captioning(GenerativeKind):
     order = 31
     data = "captions"
     task_form = "captions"
+    example = "vlmeft run {id} --task world-captions --shots 16 --seed 1"
     main = "cider"
     main_label = "CIDEr"
     protocols = (Protocol("captioning", True, "k images per image group (or full), CIDEr and BLEU-4 of greedy "

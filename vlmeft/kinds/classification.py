@@ -7,7 +7,9 @@ harmonic mean are :mod:`vlmeft.data.protocol`'s):
   only), accuracy on the full test split.
 - ``base-to-novel``: train on the base half of the classes, accuracy on base test
   images; then switch the label set to the novel half (``set_classnames``, trained
-  tensors untouched) and test on novel images; HM of the two.
+  tensors untouched) and test on novel images; HM of the two. The novel class *names*
+  (never their images) are offered before training through ``set_virtual_classnames``,
+  which only a method that learns from names alone uses (LASP-V's virtual classes).
 - ``cross-domain``: train on the source domain, accuracy on its test split and on each
   shifted test domain of the same task (``domains``).
 - ``cross-dataset`` and ``domain-generalisation``: train on the source task (CoOp:
@@ -40,6 +42,7 @@ class Classification(TaskKind):
     label = "image classification"
     order = 0
     data = "classification"
+    example = "vlmeft run {id} --task digits --shots 4 --seed 1"
     protocols = (
         Protocol("few-shot", True, "k shots per class, accuracy on the test split", "accuracy"),
         Protocol("base-to-novel", True, "train on the base half of the classes, test on base and novel; HM", "hm"),
@@ -176,6 +179,7 @@ class Classification(TaskKind):
 
         with torch.no_grad():
             images = subject.data.images.to(subject.backbone.device)
+            method.start_test_stream()  # one pass over the probe images, as the engine's predict
             step = batch or len(images)
             return torch.cat([method(images[i : i + step]) for i in range(0, len(images), step)])
 
@@ -218,6 +222,7 @@ def _base_to_novel(runner: Any, cell: Any) -> tuple[dict, Any, Any]:
 
     base_task, novel_task = protocol.base_novel(runner._task(cell.task))
     method = runner._build(cell.method, base_task.classnames, base_task.templates, cell.seed)
+    method.set_virtual_classnames(novel_task.classnames)  # names without images (LASP-V); ignored by others
     report = runner._fit(method, base_task, cell)
     base = runner._evaluate(method, base_task.test)
     method.set_classnames(novel_task.classnames, novel_task.templates)

@@ -46,6 +46,7 @@ class Grounding(TaskKind):
     name = "grounding"
     order = 20
     data = "scenes"
+    example = "vlmeft run {id} --task scenes"
     protocols = (Protocol("grounding", False, "pick the box a referring expression names (no training)"),)
     metrics = ("accuracy", "chance", "zero_shot_accuracy", "variant")
     classifier = False

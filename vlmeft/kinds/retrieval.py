@@ -24,6 +24,7 @@ class Retrieval(TaskKind):
     name = "retrieval"
     order = 10
     data = "scenes"
+    example = "vlmeft run {id} --task scenes --protocol retrieval"
     protocols = (Protocol("retrieval", False, "image-text recall@1/5 both ways on scene captions"),)
     metrics = (*KEYS, "r1", "r5")
     classifier = True

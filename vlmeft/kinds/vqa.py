@@ -25,6 +25,7 @@ class VQA(GenerativeKind):
     order = 30
     data = "vqa"
     task_form = "vqa"
+    example = "vlmeft run {id} --task world-vqa --shots 16 --seed 1"
     main = "accuracy"
     main_label = "accuracy"
     protocols = (Protocol("vqa", True, "k questions per question type (or full), answer accuracy on the test "
@@ -62,7 +63,7 @@ class VQA(GenerativeKind):
         zs = m.get("zero_shot_per_type") or m["per_type"]
         for t in sorted(m["per_type"]):
             line = f"  {t}: zero-shot {self.fmt(zs[t])}"
-            if cell.shots > 0:
+            if cell.shots > 0 and m.get("n_train"):
                 line += f"  adapted {self.fmt(m['per_type'][t])}"
             lines.append(line)
         return lines

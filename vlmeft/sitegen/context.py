@@ -38,7 +38,6 @@ PATHS = {
     "csl": f"{GEN}/vlmeft.csl.json",
 }
 
-RUN_COMMAND = "vlmeft run {id} --task digits --shots 4 --seed 1"
 NOT_MEASURED = "Not measured yet."
 
 

@@ -41,6 +41,7 @@ CONTRIBUTING = "contributing.md"
 ROBUSTNESS = "robustness.md"
 BACKBONE = "backbone.md"  # the embedded default and its quality bar
 PERFORMANCE = "performance.md"  # real-scale training and inference cost
+CLUSTER = "cluster.md"  # running the benchmark on a Ray cluster
 
 
 @dataclass
@@ -136,10 +137,10 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     nav.append({"Bibliography": PATHS["bibliography"]})
     if BACKBONE in hand_written:
         nav.append({"Embedded default": BACKBONE})
-    performance = [PERFORMANCE] if PERFORMANCE in hand_written else []
     suite = [p for p in (DATASETS_PAGE if DATASETS_PAGE in hand_written else None,
                          SUITE_PAGE if SUITE_PAGE in f else None) if p]
-    nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"], *suite, *performance]})
+    extra = [page for page in (PERFORMANCE, CLUSTER) if page in hand_written]
+    nav.append({"Results": [PATHS["conformance"], PATHS["benchmark"], *suite, *extra]})
     nav.extend(lb_nav)
     nav.extend(kb_nav)
     nav.extend(topic_nav)

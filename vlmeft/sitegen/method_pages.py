@@ -127,7 +127,8 @@ def method_page(ctx: Context, rec: Any) -> str:
     known_as = ", ".join([md.code(rec.id), *(md.text(a) for a in aliases)])
     parts = [
         # The short name for nav and <title>; MkDocs prints meta titles unescaped, so escape here.
-        md.front_matter(method_tags(rec), title=md.attr(display_name(rec))),
+        # Boosted in search: a reader typing a method's name wants its page before pages that mention it.
+        md.front_matter(method_tags(rec), title=md.attr(display_name(rec)), search={"boost": 2}),
         f"# {heading(rec)}\n\n",
         f"**{known_as}** · {md.text(first_attr(rec, 'venue_short', 'venue'))} {md.text(rec.year)} · "
         f"{ctx.node_link(src, rec.category)}\n\n",

@@ -18,7 +18,6 @@ Every overview column says where its value comes from:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from vlmeft.kb import results

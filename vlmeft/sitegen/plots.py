@@ -1,13 +1,13 @@
 """Benchmark plots as PNG bytes (matplotlib, headless Agg backend, no fonts fetched)."""
 
-FULL = 100_000  # == vlmeft.kinds._generative.FULL: shots meaning "the full training split"
-
 from __future__ import annotations
 
 import io
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
+
+FULL = 100_000  # == vlmeft.kinds._generative.FULL: shots meaning "the full training split"
 
 
 def _figure():
@@ -75,37 +75,80 @@ def full_x(shots: list[int]) -> int:
     return 2 * max(shots) if shots else 1
 
 
+def _family(method: str) -> str:
+    """The panel a method is drawn in: its category's first two levels ("prompt.visual",
+    "adapter.unimodal", ...; text prompts by subtype, hand-crafted and learnable), "baseline"
+    for uncategorised methods and unknown ids."""
+    from vlmeft import registry
+    from vlmeft.errors import VlmeftError
+
+    try:
+        category = getattr(registry.get(method), "category", None) or "baseline"
+    except (ImportError, AttributeError, VlmeftError):
+        category = "baseline"
+    return category if category.startswith("prompt.textual") else ".".join(category.split(".")[:2])
+
+
+PANEL_TITLES = {"prompt.textual.handcrafted": "hand-crafted text prompts",
+                "prompt.textual.learnable": "learnable text prompts", "prompt.visual": "visual prompts",
+                "prompt.multimodal": "multimodal prompts", "adapter.unimodal": "unimodal adapters",
+                "adapter.crossmodal": "cross-modal adapters", "baseline": "baselines"}
+REFERENCE = "zsclip"  # drawn in every panel, so each panel reads against zero-shot CLIP
+# The zero-shot reference of the generative tasks (the frozen captioner) plays zsclip's part there.
+REFERENCES = (REFERENCE, "coca")
+
+
 def accuracy_vs_shots(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot", metric: str = "accuracy",
                       label: str = "accuracy") -> bytes | None:
-    """Trained methods as curves (error bar = std over seeds) against shots; zero-shot
-    methods as dashed horizontal references across the same range (see :class:`Line`)."""
+    """Small multiples, one panel per method family (a dozen lines at most, each colour
+    told apart): trained methods as curves (error bar = std over seeds) against shots;
+    zero-shot methods as dashed horizontal references across the same range (see
+    :class:`Line`); the zero-shot model (CLIP, or the frozen captioner) as a grey reference
+    in every panel. ``metric`` / ``label``: what is plotted (VQA accuracy, CIDEr, ...)."""
     lines = shot_series(aggs, task, protocol, metric)
     if not lines:
         return None
+    panels: dict[str, list[Line]] = defaultdict(list)
+    for line in lines:
+        panels[_family(line.method)].append(line)
+    order = [f for f in PANEL_TITLES if f in panels] + sorted(f for f in panels if f not in PANEL_TITLES)
+    reference = next((line for line in lines if line.method in REFERENCES and line.flat), None)
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: a dozen methods stay apart
-    for i, line in enumerate(lines):
-        color = colors[i % len(colors)]
-        if line.flat:
-            ax.plot(line.xs, line.ys, ls="--", lw=1.5, color=color, label=f"{line.method} (zero-shot)")
-            if line.errs[0] > 0:
-                ax.fill_between(line.xs, [y - e for y, e in zip(line.ys, line.errs)],
-                                [y + e for y, e in zip(line.ys, line.errs)], color=color, alpha=0.15)
-        else:
-            ax.errorbar(line.xs, line.ys, yerr=line.errs, marker="os^vD"[i % 5], capsize=3, color=color,
-                        label=line.method)
-    ax.set_xscale("symlog", base=2, linthresh=1)
+    cols = min(3, len(order))
+    rows = -(-len(order) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.3 * rows), sharey=True, squeeze=False)
     full = any(a["shots"] >= FULL for a in aggs if a["task"] == task and a["protocol"] == protocol)
-    if full:  # label the full-data position
-        finite = sorted({a["shots"] for a in aggs if a["task"] == task and a["protocol"] == protocol
-                         and 0 < a["shots"] < FULL})
-        ax.set_xticks([*finite, full_x(finite)], [*map(str, finite), "full"])
-    ax.set_xlabel("shots per class" if protocol == "few-shot" else "examples per group (shots)")
-    ax.set_ylabel(label)
-    ax.set_title(f"{label[0].upper() + label[1:]} vs shots: {task}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    finite = sorted({a["shots"] for a in aggs if a["task"] == task and a["protocol"] == protocol
+                     and 0 < a["shots"] < FULL})
+    for ax, family in zip(axes.flat, order):
+        # Ten distinct colours while they suffice; past ten, tab20's dark shades then its light ones.
+        colors = plt.get_cmap("tab10").colors if len(panels[family]) <= 10 else (
+            plt.get_cmap("tab20").colors[0::2] + plt.get_cmap("tab20").colors[1::2])
+        if reference is not None and family != _family(reference.method):
+            ax.plot(reference.xs, reference.ys, ls=":", lw=1.5, color="grey", label=f"{reference.method} (zero-shot)")
+        for i, line in enumerate(panels[family]):
+            color = colors[i % len(colors)]
+            if line.flat:
+                ax.plot(line.xs, line.ys, ls="--", lw=1.5, color=color, label=f"{line.method} (zero-shot)")
+                if line.errs[0] > 0:
+                    ax.fill_between(line.xs, [y - e for y, e in zip(line.ys, line.errs)],
+                                    [y + e for y, e in zip(line.ys, line.errs)], color=color, alpha=0.15)
+            else:
+                ax.errorbar(line.xs, line.ys, yerr=line.errs, marker="os^vD"[i % 5], capsize=3, color=color,
+                            label=line.method)
+        ax.set_xscale("symlog", base=2, linthresh=1)
+        if full:  # label the full-data position
+            ax.set_xticks([*finite, full_x(finite)], [*map(str, finite), "full"])
+        ax.set_title(PANEL_TITLES.get(family, family), fontsize=10)
+        ax.set_xlabel("shots per class" if protocol == "few-shot" else "examples per group (shots)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", ncol=2, framealpha=0.85)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(label)
+    for ax in list(axes.flat)[len(order):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{label[0].upper() + label[1:]} vs shots: {task}")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave the suptitle its own band
     return _png(plt, fig)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from vlmeft.bench import report
 from vlmeft.errors import VlmeftError
 from vlmeft.sitegen import markup as md
-from vlmeft.sitegen.context import NOT_MEASURED, RUN_COMMAND, Context
+from vlmeft.sitegen.context import NOT_MEASURED, Context
 from vlmeft.sitegen.model import implementation
 from vlmeft.sitegen.results import METRICS
 
@@ -39,7 +39,8 @@ def status_counts(counts: dict[str, int]) -> str:
 
 
 FIDELITY = {
-    "faithful": "follows the paper's method and defaults",
+    "faithful": "one training step matches the official code on shared random weights (logits, loss and "
+                "every gradient; the module docstring has the commit and the differences)",
     "simplified": "keeps the paper's mechanism but simplifies parts of it (see the module docstring)",
     "category-reference": "no code of its own here: it runs its category's reference implementation",
 }
@@ -47,6 +48,22 @@ FIDELITY = {
 
 def fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def run_command(impl_id: str) -> str:
+    """The documented first command for a method: its task kind's example (digits 4-shot for
+    a classifier, the scenes for grounding, the world's questions for VQA, ...); a method
+    that cannot be imported gets the classifier's."""
+    from vlmeft import kinds, registry
+
+    try:
+        tasks = registry.get(impl_id).tasks
+    except (ImportError, AttributeError, VlmeftError):
+        tasks = ("classification",)
+    by_name = {k.name: k for k in kinds.all_kinds() if k.example}
+    name = "classification" if "classification" in tasks else next((t for t in tasks if t in by_name),
+                                                                     "classification")
+    return by_name[name].example.format(id=impl_id)
 
 
 def implementation_section(ctx: Context, impl_id: str | None, *, collapsed: bool) -> str:
@@ -59,7 +76,7 @@ def implementation_section(ctx: Context, impl_id: str | None, *, collapsed: bool
     out = [
         f"Registry id {md.code(impl.id)}, class {md.code(impl.class_name)} in {md.code(impl.repo_path)}.\n\n",
         "Run it on the embedded backbone and data:\n\n",
-        md.fence(RUN_COMMAND.format(id=impl.id), "bash"),
+        md.fence(run_command(impl.id), "bash"),
         "\n",
     ]
     if not impl.exists:
@@ -97,7 +114,7 @@ def recipes_section(impl_id: str | None) -> str:
     else:
         cited = md.ext_link(source.url, source.label) + (f" ({md.text(source.note)})" if source.note else "")
     precision = f" (official precision {md.code(source.precision)})" if source and source.precision else ""
-    out = [f"## Recipes {{#recipes}}\n\n{md.code(impl_id)} trains under two recipes. `--recipe paper` follows "
+    out = [f"## Recipes {{#recipes}}\n\n{md.code(impl_id)} {'runs' if cls.training_free else 'trains'} under two recipes. `--recipe paper` follows "
            f"{cited}{precision}; `--recipe embedded`, the "
            "default on `synthclip-tiny`, keeps the calibrations chosen on val for that backbone (the evidence "
            "is in the module docstring).\n\n"]

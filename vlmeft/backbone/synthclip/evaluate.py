@@ -23,21 +23,21 @@ PROBE_SEEDS = (0, 1, 2)
 PROBE_C = (0.1, 1.0, 10.0, 100.0)
 
 
-def load(weights: Path | None = None):
+def load(weights: Path | None = None, device: str = "cpu"):
     """The shipped synthclip-tiny, or the one exported into a pretraining output folder."""
     from vlmeft.backbone.factory import load_backbone
 
     if weights is None:
-        return load_backbone("synthclip-tiny", "default")
+        return load_backbone("synthclip-tiny", "default", device=device)
     from vlmeft.backbone.synthclip.weights import checkpoint_path
 
-    return load_backbone("synthclip-tiny", str(checkpoint_path(Path(weights))))
+    return load_backbone("synthclip-tiny", str(checkpoint_path(Path(weights))), device=device)
 
 
 def _features(backbone, split: Split) -> torch.Tensor:
     from vlmeft.engine.cache import encode_split
 
-    return encode_split(backbone, split)
+    return encode_split(backbone, split).cpu()  # numpy and sklearn downstream
 
 
 def _images_features(backbone, images: np.ndarray) -> torch.Tensor:
@@ -73,7 +73,7 @@ def linear_probe(train_f: np.ndarray, train_y: np.ndarray, val_f: np.ndarray, va
 
 
 def evaluate_classification(backbone, task: ClassificationTask, shots: int = PROBE_SHOTS) -> dict:
-    weights = backbone.zero_shot_weights(task.classnames, task.templates).float()
+    weights = backbone.zero_shot_weights(task.classnames, task.templates).float().cpu()
     feats = {"train": _features(backbone, task.train), "val": _features(backbone, task.val),
              "test": _features(backbone, task.test)}
     res = {"classes": len(task.classnames), "chance": 100.0 / len(task.classnames),
@@ -93,12 +93,12 @@ def evaluate_classification(backbone, task: ClassificationTask, shots: int = PRO
 @torch.no_grad()
 def evaluate_scenes(backbone, task: SceneTask) -> dict:
     img = _images_features(backbone, task.images)
-    txt = backbone.encode_text(backbone.tokenize(task.captions), normalize=True).float()
+    txt = backbone.encode_text(backbone.tokenize(task.captions), normalize=True).float().cpu()
     res = retrieval_metrics((img @ txt.t()).numpy())
     preds = []
     for s in task.grounding:
         crops = _images_features(backbone, crop_boxes(s.image, s.boxes))
-        t = backbone.encode_text(backbone.tokenize([s.expression]), normalize=True).float()
+        t = backbone.encode_text(backbone.tokenize([s.expression]), normalize=True).float().cpu()
         preds.append(int((crops @ t.t()).squeeze(1).argmax()))
     res["grounding_acc"] = grounding_accuracy(preds, task.grounding)
     res["grounding_chance"] = float(100.0 * np.mean([1.0 / len(s.boxes) for s in task.grounding]))
@@ -106,13 +106,13 @@ def evaluate_scenes(backbone, task: SceneTask) -> dict:
     return res
 
 
-def evaluate_backbone(weights: Path | None = None, names: list[str] | None = None) -> dict:
+def evaluate_backbone(weights: Path | None = None, names: list[str] | None = None, device: str = "cpu") -> dict:
     names = names or task_names()
     unknown = [n for n in names if n not in task_names()]
     if unknown:
         raise VlmeftError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(task_names())}",
                           where="--tasks")
-    backbone = load(weights)
+    backbone = load(weights, device)
     out = {"backbone": backbone.name, "weights": backbone.weights_id}
     for name in names:
         task = get_task(name)

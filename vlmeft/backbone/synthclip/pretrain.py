@@ -37,7 +37,7 @@ from vlmeft.backbone.synthclip.recipe import Recipe
 from vlmeft.errors import VlmeftError
 from vlmeft.world.pool import LazyPool, Pool, open_pool
 from vlmeft.world.samples import N_CAPTIONS
-from vlmeft.world.vocab import GENERATOR_VERSION, caption_words
+from vlmeft.world.vocab import caption_words
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "synthclip-tiny.safetensors"
@@ -159,7 +159,7 @@ def _atomic_json(obj, path: Path) -> None:
 
 def full_state(model, used_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """The compact-vocabulary model's state as an open_clip state dict over the full vocabulary."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     rows = state[compact.TOK]
     table = torch.zeros(int(model_config()["text_cfg"]["vocab_size"]), rows.shape[1])
     table[used_ids] = rows
@@ -168,7 +168,7 @@ def full_state(model, used_ids: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int | None = None,
-             progress: bool = True, log=print) -> dict:
+             progress: bool = True, log=print, device: str = "cpu") -> dict:
     """Train (or continue training) and, when the last step is reached, export the weights.
 
     ``stop_after`` ends the process after that many total steps without exporting, the
@@ -181,7 +181,7 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
     ckpt_path = out / CHECKPOINT
     torch.manual_seed(recipe.seed)
     data = prepare_data(recipe, progress=progress)
-    model = build_model(len(data.used_ids))
+    model = build_model(len(data.used_ids)).to(device)
     opt = make_optimizer(model, recipe)
     start, wall = 0, 0.0
     if resume and ckpt_path.is_file():
@@ -203,7 +203,7 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
     for step in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
-        x, tok, cid = batch_at(step, data, recipe)
+        x, tok, cid = (t.to(device) for t in batch_at(step, data, recipe))
         img, txt, scale = model(x, tok)
         loss = clip_loss(img, txt, scale, cid)
         opt.zero_grad(set_to_none=True)

@@ -28,18 +28,18 @@ REFERENCE_METHOD = "vl-adapter"
 SEEDS = (1, 2, 3)
 
 
-def load(weights: Path | None = None):  # noqa: ANN201
+def load(weights: Path | None = None, device: str = "cpu"):  # noqa: ANN201
     """The shipped synthcoca-tiny, or the one exported into a pretraining output folder."""
     from vlmeft.backbone.factory import load_backbone
 
     if weights is None:
-        return load_backbone("synthcoca-tiny", "default")
+        return load_backbone("synthcoca-tiny", "default", device=device)
     from vlmeft.backbone.captioner import Captioner
     from vlmeft.backbone.synthcoca.weights import checkpoint_path, vocabulary_ids
 
-    bb = load_backbone("synthcoca-tiny", str(checkpoint_path(Path(weights))))
+    bb = load_backbone("synthcoca-tiny", str(checkpoint_path(Path(weights))), device=device)
     return Captioner(bb.model, bb.tokenizer, name=bb.name, pretrained=bb.pretrained, weights_id=bb.weights_id,
-                     output_ids=vocabulary_ids(Path(weights)))
+                     output_ids=vocabulary_ids(Path(weights))).to(device)
 
 
 def trivial(task: Any, kind: Any) -> dict[str, float]:
@@ -81,13 +81,13 @@ def evaluate_task(backbone: Any, name: str, seeds: tuple[int, ...] = SEEDS, *, a
     return out
 
 
-def evaluate_backbone(weights: Path | None = None, names: list[str] | None = None) -> dict:
+def evaluate_backbone(weights: Path | None = None, names: list[str] | None = None, device: str = "cpu") -> dict:
     names = names or list(TASKS)
     unknown = [n for n in names if n not in TASKS]
     if unknown:
         raise VlmeftError(f"unknown task(s) {', '.join(unknown)}; synthcoca-tiny's tasks: {', '.join(TASKS)}",
                           where="--tasks")
-    backbone = load(weights)
+    backbone = load(weights, device)
     out: dict[str, Any] = {"backbone": backbone.name, "weights": backbone.weights_id}
     for name in names:
         out[name] = evaluate_task(backbone, name)

@@ -159,8 +159,8 @@ def losses(model, batch: Batch, recipe: Recipe) -> tuple[torch.Tensor, dict[str,
 
 
 def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int | None = None,
-             progress: bool = True, log=print) -> dict:
-    """Train (or continue training) and, when the last step is reached, export the weights.
+             progress: bool = True, log=print, device: str = "cpu") -> dict:
+    """Train (or continue training) on ``device`` and, when the last step is reached, export the weights.
     ``stop_after`` ends after that many total steps without exporting (an interruption)."""
     from tqdm import tqdm
 
@@ -172,7 +172,7 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
     ckpt_path = out / CHECKPOINT
     torch.manual_seed(recipe.seed)
     data = prepare_data(recipe)
-    model = build_model(len(data.used_ids))
+    model = build_model(len(data.used_ids)).to(device)
     opt = make_optimizer(model, recipe)
     start, wall = 0, 0.0
     if resume and ckpt_path.is_file():
@@ -193,7 +193,10 @@ def pretrain(recipe: Recipe, out: Path, *, resume: bool = True, stop_after: int 
     for step in range(start, end):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
-        loss, parts = losses(model, batch_at(step, data, recipe), recipe)
+        batch = batch_at(step, data, recipe)
+        batch = Batch(*(t.to(device) for t in (batch.images, batch.tokens, batch.labels, batch.caption_rows,
+                                                 batch.caption_ids)))
+        loss, parts = losses(model, batch, recipe)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
