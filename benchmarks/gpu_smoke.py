@@ -1,5 +1,9 @@
 """GPU smoke test: every registered method, a few training steps at ViT-B/16 shapes, in fp32 and bf16.
 
+The generative (VQA, captioning) methods run on a CoCa of the same scale (``--captioner``,
+default ``coca_ViT-B-32``, random weights): their step is the teacher-forced language-model
+loss of a question-answer batch, their outputs the next-token probabilities.
+
     python benchmarks/gpu_smoke.py                    # on a CUDA machine (cuda:0)
     python benchmarks/gpu_smoke.py --device cuda:1 --steps 10 --batch 32 --json
 
@@ -93,6 +97,23 @@ def _grounding_inputs(images: Any) -> tuple[Any, list, list[str]]:
     return u8, boxes, ["the object on the left"] * n
 
 
+def generates(method_or_name: Any) -> bool:
+    """A VQA / captioning method (it runs on a captioner, on text batches)."""
+    from vlmeft import registry
+
+    cls = registry.get(method_or_name) if isinstance(method_or_name, str) else method_or_name
+    return bool({"vqa", "captioning"} & set(cls.tasks))
+
+
+# Question-answer pairs of a generative step (words every CoCa tokenizer has).
+PROMPTS = ("what color is the object?", "how many objects are there?")
+TARGETS = ("red", "two")
+
+
+def _text_batch(size: int) -> tuple[list[str], list[str]]:
+    return [PROMPTS[i % 2] for i in range(size)], [TARGETS[i % 2] for i in range(size)]
+
+
 # ------------------------------------------------------------------- measuring
 def outputs(method: Any, images: Any, precision: str) -> Any:
     """Eval-mode outputs in cosine units (see the module notes), float32 on the CPU."""
@@ -103,7 +124,10 @@ def outputs(method: Any, images: Any, precision: str) -> Any:
     method.eval()
     method.start_test_stream()  # each precision's pass is a pass of its own (TDA adapts on it)
     with torch.no_grad(), autocast(images.device, precision):
-        if _grounds(method):
+        if generates(method):  # next-token probabilities: bounded like cosines
+            tokens, _ = method.sequences(*_text_batch(len(images)))
+            out = method.token_logits(tokens[:, :-1], method.encode_images(images)).float().softmax(-1)
+        elif _grounds(method):
             out = torch.cat(method.ground(*_grounding_inputs(images)))
         else:
             out = method(images) / method.backbone.logit_scale()
@@ -116,13 +140,18 @@ def step(method: Any, images: Any, labels: Any, optimizer: Any, precision: str, 
 
     from vlmeft.engine.device import autocast
 
-    if _grounds(method) or optimizer is None:
+    if (_grounds(method) and not generates(method)) or optimizer is None:
         with torch.no_grad(), autocast(images.device, precision):
-            outputs_ = method.ground(*_grounding_inputs(images)) if _grounds(method) else method(images)
-        return outputs_
+            if generates(method):
+                tokens, _ = method.sequences(*_text_batch(len(images)))
+                return method.token_logits(tokens[:, :-1], method.encode_images(images))
+            return method.ground(*_grounding_inputs(images)) if _grounds(method) else method(images)
     method.train()
     with autocast(images.device, precision):
-        loss = method.loss(method(images).float(), labels)
+        if generates(method):
+            loss = method.lm_loss(method.encode_images(images), *_text_batch(len(images)))
+        else:
+            loss = method.loss(method(images).float(), labels)
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
@@ -183,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda",
                         help="a CUDA device (default cuda); cpu runs the same code as a self-check (no memory figures)")
     parser.add_argument("--backbone", default="ViT-B-16", help="open_clip model, random weights (default ViT-B-16)")
+    parser.add_argument("--captioner", default="coca_ViT-B-32",
+                        help="open_clip CoCa for the generative methods, random weights (default coca_ViT-B-32)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per method and precision (default 5)")
     parser.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
     parser.add_argument("--classes", type=int, default=10, help="classes (default 10)")
@@ -203,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     names = args.methods.split(",") if args.methods else registry.names()
     backbone = load_backbone(args.backbone, None, device=device)
+    captioner = None  # built when a generative method comes up
     print(f"{args.backbone} (random weights) on {where}; batch {args.batch}, "
           f"{args.classes} classes, {args.steps} timed steps; bf16 must agree with fp32 within {TOLERANCE} "
           "(cosine units)")
@@ -211,9 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     rows, diffs, failed = [], {}, []
     for name in names:
         try:
-            pair = [measure(name, backbone, p, steps=args.steps, size=args.batch, classes=args.classes)
+            bb = backbone
+            if generates(name):
+                captioner = captioner or load_backbone(args.captioner, None, device=device)
+                bb = captioner
+            pair = [measure(name, bb, p, steps=args.steps, size=args.batch, classes=args.classes)
                     for p in PRECISIONS]
-            diffs[name] = agreement(name, backbone, size=args.batch, classes=args.classes)
+            diffs[name] = agreement(name, bb, size=args.batch, classes=args.classes)
         except Exception as err:  # noqa: BLE001 (a smoke test reports every failure and goes on)
             failed.append(name)
             print(f"{name:<15} failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")

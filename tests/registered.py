@@ -26,7 +26,13 @@ def prompt_learners() -> list[str]:
 
 
 def adapters() -> list[str]:
-    return classes(lambda c: c.category.startswith("adapter."))
+    """Adapter methods of CLIP classification (the generative adapters have their own tests)."""
+    return classes(lambda c: c.category.startswith("adapter.") and classifies(c))
+
+
+def generative() -> list[str]:
+    """Methods that write text (VQA, captioning) on a captioner."""
+    return classes(lambda c: bool({"vqa", "captioning"} & set(c.tasks)))
 
 
 def trained_configs(names: list[str]) -> list[tuple[str, dict[str, str]]]:

@@ -28,6 +28,13 @@ the backbone's blocks (for each side block, the residual channels, per-head atte
 dimensions and MLP units with the largest weight norms), not Fisher importance (which
 needs a pass over the training data); the up-projection starts as the transpose of the
 residual-channel selection; one task per run.
+
+Embedded recipe, chosen on val (`python benchmarks/generative_calibration.py`: 16 examples per
+group, seeds 1 and 2, val VQA accuracy and val CIDEr; the frozen captioner scores 38.0 and
+148.2): lr 1e-3: VQA 35.2, CIDEr 98.0; lr 3e-3: VQA 37.0, CIDEr 86.1; lr 1e-2: VQA 32.8, CIDEr
+124.2; kept lr 1e-2. Every setting is below the frozen captioner at 16 examples per group: the
+side network replaces the decoder's output, and 16 examples per group do not train it to the
+frozen model's level (the bench shows where it catches up).
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ class Config(GenerativeConfig):
     Fisher-pruned initialisation, AdamW lr 3e-3, weight decay 3e-2, 20 epochs, batch 300 (T5),
     warm-up 10%; gate ``learnable`` with alpha 0 and T 0.1 (``side_transformers/config.py``).
 
-    Embedded recipe: batch 32 and at least 40 steps (val evidence in the module notes)."""
+    Embedded recipe: lr 1e-2, batch 32 and at least 40 steps (val evidence in the module notes)."""
 
     reduction_factor: int = 4
     gate_temperature: float = 0.1
@@ -65,7 +72,7 @@ class Config(GenerativeConfig):
     select: typing.Literal["last", "val"] = "last"
 
     source: ClassVar[Source] = Source("ylsung/Ladder-Side-Tuning", "VL-T5/scripts/image/LST.sh", "1798e82", "fp16")
-    embedded: ClassVar[dict[str, Any]] = {"batch_size": 32, "min_steps": 40}
+    embedded: ClassVar[dict[str, Any]] = {"lr": 1e-2, "batch_size": 32, "min_steps": 40}
 
     def validate(self) -> None:
         super().validate()

@@ -23,6 +23,11 @@ What this version simplifies: the image tower and its attentional pooler stay fr
 (VL-BART trains a new visual projection; CoCa's pooler is that projection, pretrained);
 training is on one task per run (the paper trains four together); cosine instead of a
 linear schedule after the warm-up; no gradient clipping.
+
+Embedded recipe, chosen on val (`python benchmarks/generative_calibration.py`: 16 examples per
+group, seeds 1 and 2, val VQA accuracy and val CIDEr; the frozen captioner scores 38.0 and
+148.2): lr 3e-4: VQA 38.8, CIDEr 137.6; lr 1e-3: VQA 42.0, CIDEr 217.5; lr 3e-3: VQA 41.0,
+CIDEr 208.2; kept lr 1e-3.
 """
 
 from __future__ import annotations

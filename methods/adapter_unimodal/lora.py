@@ -20,6 +20,11 @@ would take part in fusion.
 
 What this version changes: no label smoothing; the schedule is the recipe's cosine, not
 a linear decay; LoRA's dropout is on the update's input as in ``loralib``.
+
+Embedded recipe, chosen on val (`python benchmarks/generative_calibration.py`: 16 examples per
+group, seeds 1 and 2, val VQA accuracy and val CIDEr; the frozen captioner scores 38.0 and
+148.2): lr 2e-4: VQA 38.5, CIDEr 147.2; lr 1e-3: VQA 40.0, CIDEr 157.9; lr 3e-3: VQA 42.0,
+CIDEr 178.1; kept lr 3e-3.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class Config(GenerativeConfig):
     """The GPT-2 recipe of microsoft/LoRA ``examples/NLG/README.md`` (@ c4593f0, E2E training
     command): r 4, alpha 32, dropout 0.1, AdamW lr 2e-4, weight decay 0.01, batch 8, 5 epochs.
 
-    Embedded recipe: lr 1e-3 and 20 epochs (val evidence in the module notes)."""
+    Embedded recipe: lr 3e-3 and 20 epochs (val evidence in the module notes)."""
 
     rank: int = 4
     alpha: float = 32.0
@@ -58,7 +63,7 @@ class Config(GenerativeConfig):
     select: typing.Literal["last", "val"] = "last"
 
     source: ClassVar[Source] = Source("microsoft/LoRA", "examples/NLG/README.md", "c4593f0", "fp32")
-    embedded: ClassVar[dict[str, Any]] = {"lr": 1e-3, "epochs": 20, "batch_size": 32, "min_steps": 40}
+    embedded: ClassVar[dict[str, Any]] = {"lr": 3e-3, "epochs": 20, "batch_size": 32, "min_steps": 40}
 
     def validate(self) -> None:
         super().validate()

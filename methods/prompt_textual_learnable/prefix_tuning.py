@@ -19,6 +19,11 @@ towers=text,decoder`` adds prefixes to the multimodal decoder's self-attention t
 
 What this version changes: the MLP is kept at inference (equal outputs, more compute);
 no dropout on the prefix.
+
+Embedded recipe, chosen on val (`python benchmarks/generative_calibration.py`: 16 examples per
+group, seeds 1 and 2, val VQA accuracy and val CIDEr; the frozen captioner scores 38.0 and
+148.2): lr 5e-5: VQA 37.2, CIDEr 148.7; lr 1e-3: VQA 41.5, CIDEr 183.9; lr 5e-3: VQA 42.0,
+CIDEr 188.0; kept lr 5e-3.
 """
 
 from __future__ import annotations
