@@ -94,3 +94,56 @@ def test_the_shipped_weights_are_small_checked_and_pass_their_quality_bar(synthc
         res = bar[task]
         adapted = res["vl-adapter_full_data"]
         assert res["trivial"] < res["zero_shot"] < adapted, (task, res)
+
+
+def test_the_shipped_weights_can_say_every_answer_and_caption_of_their_tasks(synthcoca):
+    """Every target of world-vqa and world-captions (shifted sets included) uses only tokens the
+    shipped weights trained: otherwise `vlmeft run` refuses the task (a reference naming the
+    held-out checkered background once did)."""
+    from vlmeft import kinds
+    from vlmeft.data.vl import get_vl_task
+
+    for task_name, kind in (("world-vqa", "vqa"), ("world-captions", "captioning")):
+        kinds.get(kind).check_task(get_vl_task(task_name), synthcoca)
+    from dataclasses import replace
+
+    from vlmeft.data.vl import VLExample
+
+    task = get_vl_task("world-captions")  # cached: changed only in a copy
+    named = VLExample("", ("a star on a checkered background",), "object", "x")
+    bad = replace(task, test=replace(task.test, examples=[named, *task.test.examples[1:]]))
+    with pytest.raises(VlmeftError, match="caption vocabulary mismatch.*'checkered'"):
+        kinds.get("captioning").check_task(bad, synthcoca)
+
+
+def _page_numbers(text: str) -> dict[str, list[float]]:
+    """The quality-bar rows of site/captioner.md: task -> every number in its row."""
+    import re
+
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in ("world-vqa", "world-captions") and len(cells) == 6:
+            rows[cells[0]] = [float(x) for x in re.findall(r"\d+\.\d+", " ".join(cells[2:]))]
+    return rows
+
+
+def _recorded_numbers() -> dict[str, list[float]]:
+    from vlmeft.backbone import synthcoca as pkg
+
+    out = {}
+    for task, r in pkg.shipped_info()["eval"].items():
+        shifted = r["zero_shot_shifted"]
+        out[task] = [round(100 * v, 1) for v in (r["trivial"], r["zero_shot"], shifted["checkered"], shifted["noisy"],
+                                                 r["vl-adapter_full_data"], r["vl-adapter_full_data_std"])]
+    return out
+
+
+def test_the_site_page_states_the_recorded_quality_bar():
+    """site/captioner.md's table is the one `vlmeft backbone evaluate --model synthcoca-tiny --record`
+    stored beside the weights; an edited number is caught (second half)."""
+    page = (Path(__file__).resolve().parents[1] / "site" / "captioner.md").read_text(encoding="utf-8")
+    recorded = _recorded_numbers()
+    assert _page_numbers(page) == recorded
+    edited = page.replace(f"{recorded['world-vqa'][1]:.1f}", f"{recorded['world-vqa'][1] + 1:.1f}", 1)
+    assert _page_numbers(edited) != recorded

@@ -101,6 +101,70 @@ def _bench_size(src: Sources) -> str:
     return run_size(src.bench_rows)
 
 
+def _captioner_quality(src: Sources) -> str:
+    """synthcoca-tiny's quality bar, as `vlmeft backbone evaluate --model synthcoca-tiny --record` stored it."""
+    path = ROOT / "vlmeft" / "backbone" / "synthcoca" / "weights.json"
+    try:
+        bar = json.loads(path.read_text(encoding="utf-8"))["eval"]
+    except (OSError, ValueError, KeyError) as err:
+        raise VlmeftError(f"cannot read synthcoca-tiny's recorded quality bar: {err}", where=str(path)) from None
+    lines = ["| task | metric | trivial baseline | zero-shot | VL-Adapter, full data (3 seeds) |", "|---|---|---|---|---|"]
+    for task, what in (("world-vqa", "accuracy (%)"), ("world-captions", "CIDEr")):
+        r = bar[task]
+        lines.append(f"| {task} | {what} | {100 * r['trivial']:.1f} | {100 * r['zero_shot']:.1f} | "
+                     f"{100 * r['vl-adapter_full_data']:.1f} ± {100 * r['vl-adapter_full_data_std']:.1f} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class _VLColumn:
+    task: str
+    protocol: str
+    metric: str
+
+
+def _vl_table(src: Sources) -> str:
+    """The generative bench (profile vl): per method, zero-shot, 16 examples per group and
+    full data, VQA accuracy and captioning CIDEr, mean ± std over seeds."""
+    from vlmeft.bench.report import Groups, load_rows
+    from vlmeft.kinds._generative import FULL
+
+    rows = load_rows(src.results / "bench", "vl")
+    if not rows:
+        return "No generative benchmark rows are committed."
+    g = Groups(rows)
+    cols = (_VLColumn("world-vqa", "vqa", "accuracy"), _VLColumn("world-captions", "captioning", "cider"))
+
+    def cell(method: str, col: _VLColumn, shots: int) -> str:
+        stat = g.stat(method, col.task, col.protocol, shots, col.metric)
+        return "–" if not stat else f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
+
+    def zero_shot(col: _VLColumn) -> str:
+        stat = g.stat("coca", col.task, col.protocol, 0, col.metric)
+        return "–" if not stat else f"{100 * stat[0]:.1f}"
+
+    def first_above(method: str, col: _VLColumn) -> str:
+        """The fewest examples per group whose mean beats the frozen captioner's."""
+        zs = g.stat("coca", col.task, col.protocol, 0, col.metric)
+        shots = sorted({r["shots"] for r in rows if r["method"] == method and r["task"] == col.task})
+        for k in shots:
+            stat = g.stat(method, col.task, col.protocol, k, col.metric)
+            if zs and stat and stat[0] > zs[0]:
+                return "full" if k >= FULL else str(k)
+        return "never"
+
+    lines = [f"Frozen synthcoca-tiny (zero-shot): VQA accuracy {zero_shot(cols[0])}%, CIDEr {zero_shot(cols[1])}. "
+             "Mean ± std over seeds 1-3; the last column is the fewest examples per group at which the mean "
+             "beats zero-shot (VQA / captions).", "",
+             "| method | VQA, 16 per type | VQA, full data | CIDEr, 16 per group | CIDEr, full data | above zero-shot from |",
+             "|---|---|---|---|---|---|"]
+    methods = sorted({r["method"] for r in rows} - {"coca"})
+    for m in methods:
+        lines.append(f"| {m} | {cell(m, cols[0], 16)} | {cell(m, cols[0], FULL)} | {cell(m, cols[1], 16)} | "
+                     f"{cell(m, cols[1], FULL)} | {first_above(m, cols[0])} / {first_above(m, cols[1])} |")
+    return "\n".join(lines)
+
+
 def _taxonomy(src: Sources) -> str:
     from vlmeft import facts
 
@@ -127,6 +191,8 @@ GENERATORS: dict[str, Callable[[Sources], str]] = {
     "grounding": _grounding,
     "bench-size": _bench_size,
     "bench-headline": _headline,
+    "captioner-quality": _captioner_quality,
+    "vl-bench": _vl_table,
 }
 
 

@@ -263,6 +263,10 @@ def headline_table(rows: Sequence[dict[str, Any]]) -> str:
             members = g.rows(m, cost_task, "few-shot", top)
             if members:
                 params = f"{int(members[0].get('trainable_params') or 0):,}"
+        else:  # no classification task (the generative profile): the method's own count, which no task changes
+            counts = [r["trainable_params"] for r in rows if r["method"] == m and r.get("trainable_params") is not None]
+            if counts:
+                params = f"{int(counts[0]):,}"
         body.append([m, *cells, params])
     return _table(["method", *(c.header for c in columns), "trainable params"], body)
 

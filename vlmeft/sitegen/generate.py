@@ -40,6 +40,7 @@ HOME = "index.md"
 CONTRIBUTING = "contributing.md"
 ROBUSTNESS = "robustness.md"
 BACKBONE = "backbone.md"  # the embedded default and its quality bar
+CAPTIONER = "captioner.md"  # the embedded captioner (VQA, captioning) and its quality bar
 PERFORMANCE = "performance.md"  # real-scale training and inference cost
 CLUSTER = "cluster.md"  # running the benchmark on a Ray cluster
 
@@ -135,8 +136,9 @@ def render(ctx: Context, hand_written: set[str] | frozenset[str] = frozenset()) 
     nav.append({"Paradigms": PATHS["paradigms"]})
     nav.append({"Tasks": PATHS["tasks"]})
     nav.append({"Bibliography": PATHS["bibliography"]})
-    if BACKBONE in hand_written:
-        nav.append({"Embedded default": BACKBONE})
+    embedded = [page for page in (BACKBONE, CAPTIONER) if page in hand_written]
+    if embedded:
+        nav.append({"Embedded backbones": embedded} if len(embedded) > 1 else {"Embedded default": embedded[0]})
     suite = [p for p in (DATASETS_PAGE if DATASETS_PAGE in hand_written else None,
                          SUITE_PAGE if SUITE_PAGE in f else None) if p]
     extra = [page for page in (PERFORMANCE, CLUSTER) if page in hand_written]
