@@ -43,6 +43,13 @@ def _ckpt_step(out: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["step"])  # atomic writes: never torn
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default disposition. A shell starts background jobs
+    with SIGINT ignored, and Python keeps an inherited SIG_IGN, so a suite run with `&` would
+    otherwise send SIGINT into the void."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _kill_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
@@ -67,7 +74,8 @@ def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
 def test_killed_pretraining_resumes_to_the_same_weights(reference, tmp_path, sig):
     out = tmp_path / "run"
     cmd = pretrain_cmd(out)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     _kill_when(proc, lambda: _ckpt_step(out) >= 4, sig)
     stdout, stderr = proc.communicate()
     if sig == signal.SIGKILL:
@@ -95,7 +103,8 @@ def test_pretraining_killed_during_many_checkpoint_writes_never_leaves_a_torn_fi
     whatever is on disk afterwards loads, and the rerun resumes from it."""
     out = tmp_path / "run"
     cmd = pretrain_cmd(out, every=1)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     _kill_when(proc, lambda: (out / CHECKPOINT).is_file(), signal.SIGKILL)
     proc.communicate()
     step = _ckpt_step(out)  # raises if torn
@@ -123,7 +132,8 @@ def _rows(out: Path) -> list[dict]:
 def test_bench_ctrl_c_keeps_finished_cells_and_resumes(tmp_path):
     out = tmp_path / "bench"
     cmd = _bench_cmd(out)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     _kill_when(proc, lambda: len(_rows(out)) >= 2, signal.SIGINT)
     _, stderr = proc.communicate()
     assert proc.returncode == 130, stderr[-2000:]

@@ -305,5 +305,6 @@ def test_benchmark_opens_with_plots_and_links_pivots_to_full_rows(person: Watche
     page.locator("a", has_text="every row").first.click()
     page.wait_for_timeout(300)
     target = page.evaluate("location.hash")
-    assert target == "#full-few-shot"
-    assert page.evaluate("() => document.getElementById('full-few-shot').closest('details').open")
+    # With rows of two backbones (the CLIP and the captioner) each backbone's sections carry its name.
+    assert target.startswith("#full-few-shot"), target
+    assert page.evaluate("id => document.getElementById(id).closest('details').open", target[1:])

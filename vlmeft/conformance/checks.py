@@ -179,7 +179,7 @@ def novel_classes(ctx: CheckContext) -> Result:
 
     sub = ctx.subject
     if sub.grounding:
-        return "na", "grounding method: no class names"
+        return "na", f"{sub.kind.label or sub.kind.name} method: no class names"
     method = _trained(ctx)
     trained = {n: p.detach().clone() for n, p in method.named_parameters() if p.requires_grad}
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,7 +258,10 @@ def frozen_image_path(ctx: CheckContext) -> Result:
     features as from images, in a trained (perturbed) state."""
     sub = ctx.subject
     if sub.grounding:
-        return "na", "grounding method: the engine never caches its image features"
+        if sub.kind.name == "grounding":
+            return "na", "grounding method: the engine never caches its image features"
+        return "na", (f"{sub.kind.label or sub.kind.name} method: no class logits from cached features "
+                      "(its frozen image memory is the backbone's own, computed once per image)")
     method = sub.build()
     sub.perturb(method)
     if not method.frozen_image_path:
