@@ -281,6 +281,22 @@ def test_gpu_smoke_catches_outputs_that_move_under_bf16(tiny_vit, monkeypatch):
     assert gpu_smoke.agreement("zsclip", tiny_vit, size=4, classes=3) > gpu_smoke.TOLERANCE
 
 
+def test_gpu_smoke_catches_next_token_probabilities_that_move_under_bf16(tiny_coca, monkeypatch):
+    """The generative agreement (next-token probabilities) fails for a captioner whose
+    decoder states shift only under autocast; the same captioner unshifted agrees."""
+    from vlmeft.backbone.captioner import Captioner
+
+    assert gpu_smoke.agreement("vl-adapter", tiny_coca, size=4, classes=3) <= gpu_smoke.TOLERANCE
+    real = Captioner.decode
+
+    def drifting(self, states, memory, hooks=None, **kwargs):
+        out = real(self, states, memory, hooks, **kwargs) if hooks is not None else real(self, states, memory, **kwargs)
+        return out * 4.0 if torch.is_autocast_enabled("cpu") else out
+
+    monkeypatch.setattr(Captioner, "decode", drifting)
+    assert gpu_smoke.agreement("vl-adapter", tiny_coca, size=4, classes=3) > gpu_smoke.TOLERANCE
+
+
 def test_gpu_smoke_self_check_on_the_cpu(capsys):
     code = gpu_smoke.main(["--device", "cpu", "--backbone", "vlmeft-tiny-vit", "--steps", "1", "--batch", "2",
                            "--classes", "2", "--methods", "zsclip,coop"])
