@@ -209,3 +209,20 @@ def test_an_answer_vocabulary_mismatch_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "answer vocabulary mismatch" in err and "'giraffe'" in err and "question 0" in err
+
+
+def test_eval_scores_a_saved_generative_checkpoint_as_run_did(tmp_path, capsys):
+    """`vlmeft eval` on a VQA checkpoint gives the test accuracy `run --save` reported; an
+    unknown domain is one line and exit 2."""
+    import json
+
+    ckpt = tmp_path / "ckpt"  # on the shipped synthcoca-tiny: a random captioner answers nothing right anywhere
+    assert main(["run", "lora", "--task", "world-vqa", "--shots", "1", "--seed", "1", "--set", "epochs=1",
+                 "--save", str(ckpt), "--json", "--no-progress"]) == 0
+    ran = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["eval", "lora", "--checkpoint", str(ckpt), "--task", "world-vqa", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["accuracy"] == ran["accuracy"] and evaluated["backbone"] == "synthcoca-tiny"
+    assert main(["eval", "lora", "--checkpoint", str(ckpt), "--task", "world-vqa", "--domain", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no domain 'nope'" in err
