@@ -99,10 +99,9 @@ def _grounding_inputs(images: Any) -> tuple[Any, list, list[str]]:
 
 def generates(method_or_name: Any) -> bool:
     """A VQA / captioning method (it runs on a captioner, on text batches)."""
-    from vlmeft import registry
+    from vlmeft import kinds, registry
 
-    cls = registry.get(method_or_name) if isinstance(method_or_name, str) else method_or_name
-    return bool({"vqa", "captioning"} & set(cls.tasks))
+    return kinds.generates(registry.get(method_or_name) if isinstance(method_or_name, str) else method_or_name)
 
 
 # Question-answer pairs of a generative step (words every CoCa tokenizer has).

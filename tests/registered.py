@@ -32,7 +32,9 @@ def adapters() -> list[str]:
 
 def generative() -> list[str]:
     """Methods that write text (VQA, captioning) on a captioner."""
-    return classes(lambda c: bool({"vqa", "captioning"} & set(c.tasks)))
+    from vlmeft import kinds
+
+    return classes(kinds.generates)
 
 
 def trained_configs(names: list[str]) -> list[tuple[str, dict[str, str]]]:

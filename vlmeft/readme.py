@@ -127,7 +127,7 @@ def _vl_table(src: Sources) -> str:
     """The generative bench (profile vl): per method, zero-shot, 16 examples per group and
     full data, VQA accuracy and captioning CIDEr, mean ± std over seeds."""
     from vlmeft.bench.report import Groups, load_rows
-    from vlmeft.kinds._generative import FULL
+    from vlmeft.kinds._generative import FULL, ZERO_SHOT
 
     rows = load_rows(src.results / "bench", "vl")
     if not rows:
@@ -140,12 +140,12 @@ def _vl_table(src: Sources) -> str:
         return "–" if not stat else f"{100 * stat[0]:.1f} ± {100 * stat[1]:.1f}"
 
     def zero_shot(col: _VLColumn) -> str:
-        stat = g.stat("coca", col.task, col.protocol, 0, col.metric)
+        stat = g.stat(ZERO_SHOT, col.task, col.protocol, 0, col.metric)
         return "–" if not stat else f"{100 * stat[0]:.1f}"
 
     def first_above(method: str, col: _VLColumn) -> str:
         """The fewest examples per group whose mean beats the frozen captioner's."""
-        zs = g.stat("coca", col.task, col.protocol, 0, col.metric)
+        zs = g.stat(ZERO_SHOT, col.task, col.protocol, 0, col.metric)
         shots = sorted({r["shots"] for r in rows if r["method"] == method and r["task"] == col.task})
         for k in shots:
             stat = g.stat(method, col.task, col.protocol, k, col.metric)
@@ -158,7 +158,7 @@ def _vl_table(src: Sources) -> str:
              "beats zero-shot (VQA / captions).", "",
              "| method | VQA, 16 per type | VQA, full data | CIDEr, 16 per group | CIDEr, full data | above zero-shot from |",
              "|---|---|---|---|---|---|"]
-    methods = sorted({r["method"] for r in rows} - {"coca"})
+    methods = sorted({r["method"] for r in rows} - {ZERO_SHOT})
     for m in methods:
         lines.append(f"| {m} | {cell(m, cols[0], 16)} | {cell(m, cols[0], FULL)} | {cell(m, cols[1], 16)} | "
                      f"{cell(m, cols[1], FULL)} | {first_above(m, cols[0])} / {first_above(m, cols[1])} |")

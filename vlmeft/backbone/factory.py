@@ -22,7 +22,6 @@ from vlmeft.backbone.wrapper import Backbone
 _CONFIG_DIR = Path(__file__).with_name("configs")  # extra configs for tests (random init only)
 _SYNTHCLIP_DIR = Path(__file__).with_name("synthclip")
 _registered = False
-EMBEDDED_CAPTIONER = "synthcoca-tiny"  # the embedded CoCa, pretrained like synthclip-tiny (vlmeft.backbone.synthcoca)
 
 
 def register_configs() -> None:

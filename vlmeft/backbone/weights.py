@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import json
 import logging
 import zipfile
@@ -58,10 +59,12 @@ from torch import Tensor, nn
 
 from vlmeft.backbone import DEFAULT_BACKBONE
 from vlmeft.errors import VlmeftError
+from vlmeft.recipes import EMBEDDED_BACKBONES
 
-SHIPPED = "synthclip"  # the spec recorded for synthclip-tiny's shipped weights
-EMBEDDED_CAPTIONER = "synthcoca-tiny"
-SHIPPED_BY_MODEL = {DEFAULT_BACKBONE: SHIPPED, EMBEDDED_CAPTIONER: "synthcoca"}  # name -> its shipped weights' spec
+# Embedded backbone -> the spec recorded for its shipped weights ("synthclip", "synthcoca"): the
+# weights-id prefixes by which the recipes recognise shipped weights, without their colon.
+SHIPPED_BY_MODEL = {name: prefix.rstrip(":") for name, prefix in EMBEDDED_BACKBONES.items()}
+SHIPPED = SHIPPED_BY_MODEL[DEFAULT_BACKBONE]
 HOW = ("pass weights with --pretrained TAG (e.g. openai, from open_clip's cache), a weights file, "
        "hf-hub:ORG/NAME, a transformers CLIP folder, or none (random weights)")
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -299,14 +302,13 @@ def _shipped(name: str) -> Resolved:
     if name not in SHIPPED_BY_MODEL:
         raise VlmeftError(f"shipped weights exist only for {', '.join(SHIPPED_BY_MODEL)}, not '{name}'",
                           where="--pretrained")
-    if name == EMBEDDED_CAPTIONER:
-        from vlmeft.backbone import synthcoca as shipped
-    else:
-        from vlmeft.backbone import synthclip as shipped
+    spec = SHIPPED_BY_MODEL[name]
+    shipped = importlib.import_module(f"vlmeft.backbone.{spec}")  # the package that ships them
     model = _create(name)
     model.load_state_dict(shipped.state_dict())  # verifies the shipped checksum
-    spec = SHIPPED_BY_MODEL[name]
-    output_ids = shipped.vocabulary_ids() if name == EMBEDDED_CAPTIONER else None
+    # A captioner's shipped weights hold only the world's tokens: generation is restricted to them.
+    vocabulary = getattr(shipped, "vocabulary_ids", None)
+    output_ids = vocabulary() if vocabulary is not None else None
     return Resolved(model, _tokenizer(name), name, spec, f"{spec}:{shipped.sha256()[:16]}", output_ids=output_ids)
 
 

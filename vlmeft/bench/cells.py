@@ -45,14 +45,14 @@ def code_files(method: str) -> list[Path]:
     """The files a method's results depend on: its own module, the modules of the method
     classes it builds on (CuPL on DCLIP, FGVP on the red circle, PromptSRC on IVLP: a
     change there changes it too) and the shared training code. Raises for an unknown id."""
-    from vlmeft import registry
+    from vlmeft import kinds, registry
 
     root = Path(__file__).resolve().parents[1]  # the vlmeft package
     cls = registry.get(method)
     bases = [k for k in cls.__mro__[1:] if k.__module__.startswith("vlmeft.methods.")]
     files = dict.fromkeys(Path(inspect.getsourcefile(k) or "") for k in (cls, *bases))
     shared = [root / name for name in _SHARED_CODE]
-    if "vqa" in cls.tasks or "captioning" in cls.tasks:
+    if kinds.generates(cls):
         shared += [root / name for name in _GENERATIVE_CODE]
     return list(files) + shared
 

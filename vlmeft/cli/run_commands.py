@@ -343,9 +343,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _full() -> int:
+    """The shots that mean "every training example" (``--shots full``; VQA and captioning)."""
     from vlmeft.kinds._generative import FULL
 
     return FULL
+
+
 # What a checkpoint written by `run --save` records of its own measurement (model cards quote it).
 _METRIC_KEYS = ("task", "protocol", "shots", "seed", "accuracy", "zero_shot_accuracy", "base_accuracy",
                 "novel_accuracy", "hm", "shifted_mean")
@@ -367,14 +370,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from vlmeft import kinds
     from vlmeft.data import protocol
+    from vlmeft.data.tasks import task_kind
     from vlmeft.engine import evaluate
 
-    from vlmeft.data.tasks import task_kind
-
-    if task_kind(args.task) in ("vqa", "captions"):
-        _method_class(args.method, ("vqa", "captioning"))
-        return _eval_generative(args)
+    data = task_kind(args.task)
+    kind = next((k for k in kinds.generative_kinds() if k.data == data), None)
+    if kind is not None:  # VQA and captioning
+        _method_class(args.method, tuple(k.name for k in kinds.generative_kinds()))
+        return _eval_generative(args, kind)
     _method_class(args.method)
     task = load_task(args.task)
     if args.subset != "all":
@@ -396,14 +401,12 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_generative(args: argparse.Namespace) -> int:
+def _eval_generative(args: argparse.Namespace, kind: Any) -> int:
     """A VQA / captioning checkpoint scored on a generative task's test split (or a shifted one)."""
-    from vlmeft import kinds
-    from vlmeft.data.tasks import get_task, task_kind
+    from vlmeft.data.tasks import get_task
 
     _check_task_name(args.task)
     task = get_task(args.task)
-    kind = next(k for k in kinds.all_kinds() if k.data == task_kind(args.task))
     method, backbone, recipe = load_checkpoint(args)
     kind.check_task(task, backbone)
     split = task.test if args.domain is None else task.shifted.get(args.domain)
@@ -528,9 +531,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 def _shots(text: str) -> int:
     """``--shots``: a count, or ``full`` (every training example: VQA and captioning)."""
     if text.strip().lower() == "full":
-        from vlmeft.kinds._generative import FULL
-
-        return FULL
+        return _full()
     try:
         return int(text)
     except ValueError:

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from vlmeft import registry
+from vlmeft import kinds, registry
 from vlmeft.backbone import load_backbone
 from vlmeft.backbone.wrapper import Backbone
 from vlmeft.conformance.checks import COUNT_BACKBONE, GENERIC_CHECKS, CheckContext
@@ -145,8 +145,6 @@ def row_backbones(row: Row, backbones: Sequence[str] | None = None) -> tuple[str
     if backbones is not None:
         return tuple(backbones)
     try:
-        from vlmeft import kinds
-
         declared = kinds.of_method(registry.get(row.impl)).conformance_backbones
     except Exception:  # noqa: BLE001 (its cells report the import error)
         declared = ()
@@ -276,8 +274,7 @@ class Matrix:
             return out("fail", f"backbone could not be built: {note}")
         if cls.requires_vision_tokens and not bb.is_vit:
             return out("na", f"needs vision tokens; {case.backbone} has a ResNet image tower")
-        generative = not {"vqa", "captioning"}.isdisjoint(cls.tasks)
-        if generative and not getattr(bb, "is_captioner", False):
+        if kinds.generates(cls) and not getattr(bb, "is_captioner", False):
             return out("na", f"generates text; {case.backbone} has no text decoder (a captioner such as synthcoca-tiny)")
         self._restore_backbones(values=row.label != self._last_row)
         self._last_row = row.label

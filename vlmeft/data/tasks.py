@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vlmeft.data.types import ClassificationTask, GroundingSample, SceneTask, Split
-
-if TYPE_CHECKING:  # pragma: no cover
-    from vlmeft.data.vl import VLTask
 from vlmeft.errors import VlmeftError
 from vlmeft.world import draw
 from vlmeft.world.samples import confusable_pairs, render_object, render_scene
 from vlmeft.world.vocab import COLORS, GENERATOR_VERSION, IMAGE_SIZE, PREFIXES, SHAPES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vlmeft.data.vl import VLTask
 
 TASKS_VERSION = f"{GENERATOR_VERSION}.tasks-v3"
 

@@ -151,9 +151,9 @@ def _classifies(method_id: str) -> bool:
 
 
 def _generates(method_id: str) -> bool:
-    from vlmeft import registry
+    from vlmeft import kinds, registry
 
-    return registry.is_registered(method_id) and not ({"vqa", "captioning"}.isdisjoint(registry.get(method_id).tasks))
+    return registry.is_registered(method_id) and kinds.generates(registry.get(method_id))
 
 
 def read_tensors(path: Path, expected_sha: str) -> dict:

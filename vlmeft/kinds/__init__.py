@@ -155,6 +155,18 @@ def all_kinds() -> tuple[TaskKind, ...]:
     return tuple(sorted(found, key=lambda k: (k.order, k.name)))
 
 
+def generative_kinds() -> tuple[TaskKind, ...]:
+    """The kinds whose methods write text (VQA, captioning: :mod:`vlmeft.kinds._generative`), in ``order``."""
+    from vlmeft.kinds._generative import GenerativeKind
+
+    return tuple(k for k in all_kinds() if isinstance(k, GenerativeKind))
+
+
+def generates(method_cls: Any) -> bool:
+    """Whether a method class writes text: it declares a generative kind among its ``tasks``."""
+    return any(k.name in method_cls.tasks for k in generative_kinds())
+
+
 def get(name: str) -> TaskKind:
     for kind in all_kinds():
         if kind.name == name:

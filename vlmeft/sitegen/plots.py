@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-FULL = 100_000  # == vlmeft.kinds._generative.FULL: shots meaning "the full training split"
+from vlmeft.kinds._generative import FULL, ZERO_SHOT  # shots meaning "every training example"; the frozen captioner
 
 
 def _figure():
@@ -95,7 +95,7 @@ PANEL_TITLES = {"prompt.textual.handcrafted": "hand-crafted text prompts",
                 "adapter.crossmodal": "cross-modal adapters", "baseline": "baselines"}
 REFERENCE = "zsclip"  # drawn in every panel, so each panel reads against zero-shot CLIP
 # The zero-shot reference of the generative tasks (the frozen captioner) plays zsclip's part there.
-REFERENCES = (REFERENCE, "coca")
+REFERENCES = (REFERENCE, ZERO_SHOT)
 
 
 def accuracy_vs_shots(aggs: list[dict[str, Any]], task: str, protocol: str = "few-shot", metric: str = "accuracy",
