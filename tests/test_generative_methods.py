@@ -143,6 +143,22 @@ def test_the_crossmodal_observer_can_fail(tiny_coca):
     assert fused.value == "present" and "lora.decoder_" in fused.detail
 
 
+def test_the_generative_loop_refuses_parameter_groups_that_miss_a_parameter(tiny_coca):
+    import numpy as np
+
+    from vlmeft.data.vl import VLExample, VLSplit
+    from vlmeft.engine.generative import fit_generative
+
+    examples = [VLExample("what color is the star?", ("red",), "color", f"q{i}") for i in range(4)]
+    train = VLSplit(np.zeros((4, 32, 32, 3), np.uint8), examples, "toy")
+    method = registry.build("vl-adapter", tiny_coca, [], [], seed=0, overrides={"epochs": 1})
+    assert fit_generative(method, train, None, seed=1, score=lambda m, s: 0.0).steps > 0  # as declared: trains
+    params = method.trainable_parameters()
+    method.parameter_groups = lambda: [(params[:-1], 1.0)]  # the last parameter left out
+    with pytest.raises(RuntimeError, match="exactly once"):
+        fit_generative(method, train, None, seed=1, score=lambda m, s: 0.0)
+
+
 @pytest.fixture(scope="module")
 def coca_b32():
     """open_clip's ``coca_ViT-B-32`` shapes, random init (nothing downloaded)."""

@@ -29,7 +29,7 @@ from vlmeft.data.loading import Preprocess, load_batch
 from vlmeft.data.vl import VLSplit
 from vlmeft.engine.schedule import lr_at, lr_at_step, per_step, plan
 from vlmeft.engine.device import autocast, grad_scaler
-from vlmeft.engine.train import FitReport, _batches, _optimizer, _precision, _progress
+from vlmeft.engine.train import FitReport, _batches, _precision, _progress, method_optimizer
 from vlmeft.errors import VlmeftError
 
 CHUNK = 128
@@ -93,9 +93,7 @@ def fit_generative(method, train: VLSplit, val: VLSplit | None, *, seed: int,  #
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        # One optimiser group per Method.parameter_groups() entry, as the classification loop does.
-        groups = [{"params": list(ps), "lr_scale": float(scale)} for ps, scale in method.parameter_groups() if ps]
-        optimizer = _optimizer(groups, config)
+        optimizer = method_optimizer(method, params)
         precision = _precision(method)
         scaler = grad_scaler(method.device, precision)  # fp16 only
         stepwise = per_step(config)

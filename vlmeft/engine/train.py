@@ -102,6 +102,17 @@ def _optimizer(params: list[torch.nn.Parameter] | list[dict], config) -> torch.o
     raise VlmeftError(f"unknown optimizer '{config.optimizer}' (sgd, adamw or adam)", where="--set optimizer")
 
 
+def method_optimizer(method: Method, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimiser over ``params`` (the method's trainable parameters): one group per
+    ``Method.parameter_groups()`` entry, each with its lr multiplier. The classification and
+    the generative loops both build theirs here."""
+    groups = [{"params": list(ps), "lr_scale": float(scale)} for ps, scale in method.parameter_groups() if ps]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    if sorted(grouped) != sorted(id(p) for p in params):  # a method bug, not user input
+        raise RuntimeError(f"{method.name}: parameter_groups() must hold each trainable parameter exactly once")
+    return _optimizer(groups, method.config)
+
+
 def _precision(method: Method) -> str:
     """The method's ``config.precision``, checked against its device (fp16 needs a GPU)."""
     return check_precision(method.config.precision, method.device, where=f"method '{method.name}' config precision")
@@ -199,12 +210,7 @@ def _train_loop(
     workers: int | None,
 ) -> None:
     config = method.config
-    # One optimiser group per Method.parameter_groups() entry, each with its lr multiplier.
-    groups = [{"params": list(ps), "lr_scale": float(scale)} for ps, scale in method.parameter_groups() if ps]
-    grouped = [id(p) for g in groups for p in g["params"]]
-    if sorted(grouped) != sorted(id(p) for p in params):  # a method bug, not user input
-        raise RuntimeError(f"{method.name}: parameter_groups() must hold each trainable parameter exactly once")
-    optimizer = _optimizer(groups, config)
+    optimizer = method_optimizer(method, params)
     prep = Preprocess.for_backbone(method.backbone)
     precision = _precision(method)
     scaler = grad_scaler(method.device, precision)  # fp16 only
