@@ -36,6 +36,7 @@ GRID: dict[str, list[dict[str, str]]] = {
     # (MAGMA's token prefix, 16 tokens, leaves no room in synthcoca-tiny's 32-token context.)
     "magma": [{"lr": "8e-4"}, {"lr": "3e-3"}, {"lr": "1e-2"}],
     "uniadapter": [{"lr": "2e-5"}, {"lr": "1e-3"}, {"lr": "3e-3"}],
+    "clipcap": [{"lr": "2e-5"}, {"lr": "3e-4"}, {"lr": "1e-3"}, {"lr": "3e-3"}],
 }
 
 

@@ -28,7 +28,7 @@ def _logits(method, images):  # noqa: ANN001, ANN202
 
 def test_the_generative_methods_are_registered():
     assert set(GENERATIVE) == {"coca", "lora", "prefix-tuning", "vl-adapter", "lst", "vl-pet", "llama-adapter",
-                               "llama-adapter-v2", "magma", "uniadapter"}
+                               "llama-adapter-v2", "magma", "uniadapter", "clipcap"}
 
 
 @pytest.mark.parametrize("name", ["llama-adapter", "llama-adapter-v2", "lora"])
@@ -100,6 +100,25 @@ def test_magma_prefix_makes_the_text_states_depend_on_the_image(tiny_coca, image
             again = _text_positions(method, tokens, method.encode_images(images))
             other = _text_positions(method, tokens, method.encode_images(images.flip(0)))
         assert (a - again).abs().max() < 1e-6 and (a - other).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("mapping", ["transformer", "mlp"])
+def test_clipcap_maps_the_pooled_latent_alone_to_a_k_token_prefix(tiny_coca, images, mapping):
+    from vlmeft.backbone.captioner import ImageMemory
+
+    settings = {"mapping": mapping, "prefix_length": "3", "clip_length": "2", "num_layers": "2", "heads": "4"}
+    method = registry.build("clipcap", tiny_coca, [], [], settings, seed=0).eval()
+    assert {n.split(".")[0] for n, _ in method.named_parameters()} == {"mapper"}  # only the mapper trains
+    memory = method.encode_images(images)
+    with torch.no_grad():
+        prefix = method.prefix(memory)
+        assert prefix.shape == (2, 3, 48) and method.prefix_length() == 3
+        # The cross-attention tokens play no part in the prefix; the pooled latent does.
+        assert torch.equal(method.prefix(ImageMemory(memory.latent, torch.zeros_like(memory.tokens))), prefix)
+        assert (method.prefix(ImageMemory(memory.latent.flip(0), memory.tokens)) - prefix).abs().max() > 1e-4
+        method.config.normalize_prefix = True  # the official option: the latent's norm no longer matters
+        assert torch.allclose(method.prefix(ImageMemory(3 * memory.latent, memory.tokens)), method.prefix(memory),
+                              atol=1e-5)
 
 
 def _down_grads(method, images):  # noqa: ANN001, ANN202

@@ -112,7 +112,7 @@ _QUICK = {"coop": {"epochs": "10"}, "cocoop": {"epochs": "2", "min_steps": "100"
 # (kinds._generative.FULL), each method under its embedded recipe as calibrated on val
 # (benchmarks/generative_calibration.py; a cell costs seconds, so nothing is cut).
 _VL_METHODS = ("lora", "prefix-tuning", "vl-adapter", "lst", "vl-pet", "llama-adapter", "llama-adapter-v2", "magma",
-               "uniadapter")
+               "uniadapter", "clipcap")
 
 PROFILES: dict[str, Profile] = {
     "test": Profile(
