@@ -87,7 +87,8 @@ def test_every_record_and_node_gets_a_page(kb, site) -> None:
 
 def test_run_command_and_recipe_wording_follow_the_method(kb, site) -> None:
     """A grounding method is run on the scenes (digits would refuse it); a training-free
-    method "runs", it does not "train", under its recipes."""
+    method "runs", it does not "train", under its recipes; a captioning method's embedded
+    recipe is synthcoca-tiny's."""
     from vlmeft.sitegen.sections import run_command
 
     assert run_command("red-circle") == "vlmeft run red-circle --task scenes"
@@ -98,6 +99,12 @@ def test_run_command_and_recipe_wording_follow_the_method(kb, site) -> None:
     if "zsclip" in kb.methods:
         page = site.files[method_path("zsclip")]
         assert "`zsclip` runs under two recipes" in page and "`zsclip` trains" not in page
+    # The embedded recipe is named after the backbone the method runs on by default.
+    assert "the default on `synthclip-tiny`" in site.files[method_path("coop")]
+    from vlmeft.sitegen.sections import recipes_section
+
+    magma = recipes_section("magma")
+    assert "the default on `synthcoca-tiny`" in magma and "synthclip-tiny" not in magma
 
 
 def test_method_page_holds_metadata_citations_and_aliases(kb, site) -> None:
@@ -449,3 +456,19 @@ def test_write_replaces_generated_folder(tmp_path, site) -> None:
     assert not stale.exists() and (tmp_path / method_path("coop")).is_file()
     assert (tmp_path / "index.md").read_text() == "# hand-written"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".generated")] == []
+
+
+def test_measured_tables_call_the_whole_training_split_full() -> None:
+    """A full-data cell is stored as shots = kinds._generative.FULL; the method page's table says
+    "full", never the sentinel number."""
+    from pathlib import Path
+
+    from vlmeft.bench.report import load_rows
+    from vlmeft.kinds._generative import FULL
+    from vlmeft.sitegen.sections import aggregate, protocol_table
+
+    rows = [r for r in load_rows(Path(__file__).resolve().parents[1] / "results" / "bench", "vl")
+            if r["method"] == "magma" and r["protocol"] == "vqa"]
+    assert {r["shots"] for r in rows} >= {16, FULL}
+    table = protocol_table(None, "", aggregate(rows), "vqa", with_method=False)
+    assert "| full |" in table and "| 16 |" in table and str(FULL) not in table
