@@ -224,3 +224,15 @@ def test_default_backbone_constant_matches_factory():
     from vlmeft.cli import run_commands
 
     assert run_commands.DEFAULT_BACKBONE == DEFAULT_BACKBONE
+
+
+def test_a_bad_set_on_run_is_the_users_setting_and_a_profiles_stays_the_profiles(capsys, tiny_vit):
+    """A --set that the method refuses at construction names --set, not a profile the user never
+    gave; the same refusal inside a bench profile still names the profile."""
+    from vlmeft.bench import plan
+    from vlmeft.errors import VlmeftError
+
+    code, out, err = _run(capsys, "run", "coop", "--task", "digits", "--shots", "1", *TINY, "--set", "n_ctx=40")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: --set") and "profile" not in err
+    with pytest.raises(VlmeftError, match="profile override for 'coop' is invalid"):
+        plan.probe("coop", tiny_vit, {"n_ctx": "40"})

@@ -81,8 +81,10 @@ def _overrides_hook(method: Any, hook: str) -> bool:
     return getattr(type(method), hook) is not getattr(Method, hook)
 
 
-def probe(name: str, backbone: Any, overrides: dict[str, str]) -> Capabilities:
-    """Build ``name`` on ``backbone`` with two dummy classes and read what it can do."""
+def probe(name: str, backbone: Any, overrides: dict[str, str], *, from_profile: bool = True) -> Capabilities:
+    """Build ``name`` on ``backbone`` with two dummy classes and read what it can do. An
+    invalid override is an error: a profile's (``from_profile``), or else the user's own
+    ``--set``, whose message already names the setting."""
     from vlmeft import registry
 
     cls = registry.get(name)
@@ -91,6 +93,8 @@ def probe(name: str, backbone: Any, overrides: dict[str, str]) -> Capabilities:
         method = registry.build(name, backbone, ["red", "blue"], ["a {}."], overrides, seed=0)
     except VlmeftError as err:
         if "--set" in str(err) or getattr(err, "where", None) == "--set":
+            if not from_profile:
+                raise
             raise VlmeftError(f"profile override for '{name}' is invalid: {err}", where="--profile") from None
         return Capabilities(tasks, False, False, False, reason=str(err))
     uses_data = (not getattr(method, "training_free", False)) or _overrides_hook(method, "fit_cache") \

@@ -201,7 +201,7 @@ def _check_fits(kind, name: str, protocol: str, backbone, overrides: dict[str, s
     from vlmeft import registry
     from vlmeft.bench import plan
 
-    caps = plan.probe(name, backbone, overrides)
+    caps = plan.probe(name, backbone, overrides, from_profile=False)  # overrides: the user's --set
     if kind.method_fits(caps, name, protocol):
         return
     able = [m for m in registry.names() if kind.method_fits(plan.probe(m, backbone, {}), m, protocol)]
