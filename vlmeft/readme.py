@@ -126,7 +126,7 @@ class _VLColumn:
 def _vl_table(src: Sources) -> str:
     """The generative bench (profile vl): per method, zero-shot, 16 examples per group and
     full data, VQA accuracy and captioning CIDEr, mean ± std over seeds."""
-    from vlmeft.bench.report import Groups, load_rows
+    from vlmeft.bench.report import Groups, load_rows, shots_text
     from vlmeft.kinds._generative import FULL, ZERO_SHOT
 
     rows = load_rows(src.results / "bench", "vl")
@@ -150,7 +150,7 @@ def _vl_table(src: Sources) -> str:
         for k in shots:
             stat = g.stat(method, col.task, col.protocol, k, col.metric)
             if zs and stat and stat[0] > zs[0]:
-                return "full" if k >= FULL else str(k)
+                return shots_text(k)
         return "never"
 
     lines = [f"Frozen synthcoca-tiny (zero-shot): VQA accuracy {zero_shot(cols[0])}%, CIDEr {zero_shot(cols[1])}. "

@@ -117,6 +117,13 @@ def _metric(row: dict[str, Any], metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def shots_text(shots: int) -> str:
+    """A shot count as tables print it: ``full`` for every training example (VQA, captioning)."""
+    from vlmeft.kinds._generative import FULL
+
+    return "full" if shots >= FULL else str(shots)
+
+
 def pct(stat: Stat | None, *, star: bool = False) -> str:
     if stat is None:
         return "–"

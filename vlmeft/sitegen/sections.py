@@ -7,7 +7,6 @@ from typing import Any
 from vlmeft import kinds
 from vlmeft.bench import report
 from vlmeft.errors import VlmeftError
-from vlmeft.kinds._generative import FULL
 from vlmeft.sitegen import markup as md
 from vlmeft.sitegen.context import NOT_MEASURED, Context
 from vlmeft.sitegen.model import implementation
@@ -116,8 +115,7 @@ def recipes_section(impl_id: str | None) -> str:
     else:
         cited = md.ext_link(source.url, source.label) + (f" ({md.text(source.note)})" if source.note else "")
     precision = f" (official precision {md.code(source.precision)})" if source and source.precision else ""
-    # The embedded backbone the method runs on by default: its task kind's (synthcoca-tiny for text writers).
-    embedded = next((k.backbone for k in kinds.all_kinds() if k.name in cls.tasks and k.backbone), EMBEDDED_BACKBONE)
+    embedded = kinds.of_method(cls).backbone or EMBEDDED_BACKBONE  # its kind's (synthcoca-tiny for text writers)
     out = [f"## Recipes {{#recipes}}\n\n{md.code(impl_id)} {'runs' if cls.training_free else 'trains'} under two recipes. `--recipe paper` follows "
            f"{cited}{precision}; `--recipe embedded`, the "
            f"default on {md.code(embedded)}, keeps the calibrations chosen on val for that backbone (the evidence "
@@ -234,7 +232,7 @@ def protocol_table(ctx: Context, src: str, aggs: list[dict[str, Any]], protocol:
     for a in aggs:
         stats = a["stats"]
         cells = [ctx.method_id_link(src, a["method"])] if with_method else []
-        cells += [md.text(a["task"]), "full" if a["shots"] >= FULL else str(a["shots"]), str(a["seeds"])]
+        cells += [md.text(a["task"]), report.shots_text(a["shots"]), str(a["seeds"])]
         cells += [report.pct(stats.get(m)) for m in metrics]
         secs, params = stats.get("train_seconds"), stats.get("trainable_params")
         cells += [f"{secs[0]:.2f}" if secs else "–", f"{round(params[0]):,}" if params else "–"]
